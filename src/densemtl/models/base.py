@@ -1,0 +1,71 @@
+"""Common base of every densemtl model: input normalisation, size checks, output contract."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .registry import task_out_channels
+
+INPUT_NORMS = {
+    # ImageNet per-channel statistics (timm / torchvision pretrained weights)
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # the authors' released encoder: (x - 0.45) / 0.225 for every channel
+    "authors": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+}
+
+ModelOutput = dict[str, dict[int, torch.Tensor]]
+
+
+class MultiTaskModel(nn.Module):
+    """Base class.
+
+    ``forward(images)`` takes ``(B, 3, H, W)`` float RGB in [0, 1] with H and W multiples of
+    ``size_divisor`` (16) and returns ``{task: {scale: prediction}}`` with one entry per
+    scale in ``supervised_scales``; the prediction at scale ``s`` has shape
+    ``(B, channels[task], H / 2^s, W / 2^s)`` (raw head outputs: class logits, inverse-depth
+    code, unnormalised normals, edge logit). ``eval_scale`` (0, full resolution) is the one
+    used for evaluation; see :meth:`predict`.
+    """
+
+    size_divisor = 16
+    eval_scale = 0
+
+    def __init__(self, tasks: tuple[str, ...], num_classes: int | None, supervised_scales, input_norm: str = "imagenet"):
+        super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {list(INPUT_NORMS)}, got '{input_norm}'")
+        self.tasks = tuple(tasks)
+        self.num_classes = num_classes
+        self.channels = task_out_channels(tasks, num_classes)
+        self.supervised_scales = tuple(sorted(supervised_scales))
+        if self.eval_scale not in self.supervised_scales:
+            raise ValueError(f"supervised scales {self.supervised_scales} must include the evaluation scale 0")
+        mean, std = INPUT_NORMS[input_norm]
+        self.input_norm = input_norm
+        self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        d = self.size_divisor
+        if h % d or w % d:
+            nh, nw = max(d, round(h / d) * d), max(d, round(w / d) * d)
+            raise ValueError(
+                f"input size {h}x{w} (HxW) is not a multiple of {d}; the nearest valid size is "
+                f"{nh}x{nw} (resize or pad the image)"
+            )
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.pixel_mean.to(x.dtype)) / self.pixel_std.to(x.dtype)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Evaluation-scale predictions ``{task: (B, C_task, H, W)}`` (raw head outputs)."""
+        out = self(x)
+        return {t: out[t][self.eval_scale] for t in self.tasks}
+
+    def extra_repr(self) -> str:
+        return f"tasks={self.tasks}, supervised_scales={self.supervised_scales}, input_norm={self.input_norm}"

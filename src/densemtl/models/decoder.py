@@ -1,0 +1,67 @@
+"""The "3-ways" task decoder of Hoyer et al. (CVPR 2021), one per task.
+
+Widths per scale ``[s0..s4] = [64, 128, 128, 256, 256]``. The decoder runs stage by stage
+(scale 4 down to 0) so that exchange modules (mTEB, PAD-Net distillation) can be applied to
+all tasks' features between stages.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.models.segmentation.deeplabv3 import ASPP
+
+from .blocks import ConvBlock
+
+DECODER_WIDTHS = (64, 128, 128, 256, 256)
+
+
+def _up(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class ThreeWayDecoder(nn.Module):
+    """Decoder for one task.
+
+    Args:
+        enc_channels: the encoder's 5 channel counts (stem, layer1, layer2, layer3, layer4).
+        out_channels: prediction channels of the task.
+        head_scales: scales with a 1x1 prediction head.
+        widths: feature width at scales 0..4.
+    """
+
+    def __init__(self, enc_channels, out_channels: int, head_scales=(0, 1), widths=DECODER_WIDTHS):
+        super().__init__()
+        c0, c1, c2, c3, c4 = enc_channels
+        w = list(widths)
+        self.widths = tuple(w)
+        self.aspp = ASPP(c4, [6, 12, 18], w[4])
+        self.fuse4 = ConvBlock(w[4] + c3, w[4])
+        self.pre3, self.fuse3 = ConvBlock(w[4], w[3]), ConvBlock(w[3] + c2, w[3])
+        self.pre2, self.fuse2 = ConvBlock(w[3], w[2]), ConvBlock(w[2] + c1, w[2])
+        self.pre1, self.fuse1 = ConvBlock(w[2], w[1]), ConvBlock(w[1] + c0, w[1])
+        self.pre0, self.fuse0 = ConvBlock(w[1], w[0]), ConvBlock(w[0], w[0])
+        self.heads = nn.ModuleDict({str(s): nn.Conv2d(w[s], out_channels, 1) for s in sorted(head_scales)})
+
+    def stage(self, scale: int, x: torch.Tensor | None, feats: list[torch.Tensor]) -> torch.Tensor:
+        """Run the decoder block producing the features at ``scale`` (4, 3, 2, 1 or 0).
+
+        ``x`` is the previous stage's output (ignored at scale 4); ``feats`` the encoder maps.
+        Returns ``(B, widths[scale], H / 2^scale, W / 2^scale)``.
+        """
+        stem, l1, l2, l3, l4 = feats
+        if scale == 4:
+            return self.fuse4(torch.cat([self.aspp(l4), l3], 1))
+        if scale == 3:
+            return self.fuse3(torch.cat([_up(self.pre3(x)), l2], 1))
+        if scale == 2:
+            return self.fuse2(torch.cat([_up(self.pre2(x)), l1], 1))
+        if scale == 1:
+            return self.fuse1(torch.cat([_up(self.pre1(x)), stem], 1))
+        if scale == 0:
+            return self.fuse0(_up(self.pre0(x)))
+        raise ValueError(f"decoder scale must be 0..4, got {scale}")
+
+    def head(self, scale: int, x: torch.Tensor) -> torch.Tensor:
+        return self.heads[str(scale)](x)

@@ -1,0 +1,45 @@
+"""Network with one 3-ways decoder per task and optional exchange modules between stages."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .base import ModelOutput, MultiTaskModel
+from .decoder import DECODER_WIDTHS, ThreeWayDecoder
+from .encoder import Encoder
+
+
+class ThreeWayNet(MultiTaskModel):
+    """Shared encoder, per-task 3-ways decoders, ``exchanges`` keyed by decoder scale.
+
+    Predictions at a supervised scale are taken from the features *before* that scale's
+    exchange module (the paper supervises "before any mTEB and at full resolution").
+    """
+
+    def __init__(self, tasks, num_classes, backbone, pretrained, supervised_scales, input_norm="imagenet"):
+        super().__init__(tasks, num_classes, supervised_scales, input_norm)
+        bad = [s for s in self.supervised_scales if s not in range(5)]
+        if bad:
+            raise ValueError(f"supervised_scales must be within 0..4, got {list(supervised_scales)}")
+        self.encoder = Encoder(backbone, pretrained)
+        self.decoders = nn.ModuleDict(
+            {t: ThreeWayDecoder(self.encoder.channels, self.channels[t], self.supervised_scales) for t in self.tasks}
+        )
+        self.exchanges = nn.ModuleDict()
+        self.widths = DECODER_WIDTHS
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        self.check_input(x)
+        feats = self.encoder(self.normalize(x))
+        h: dict[str, torch.Tensor | None] = {t: None for t in self.tasks}
+        out: ModelOutput = {t: {} for t in self.tasks}
+        for s in (4, 3, 2, 1, 0):
+            h = {t: self.decoders[t].stage(s, h[t], feats) for t in self.tasks}
+            if s in self.supervised_scales:
+                for t in self.tasks:
+                    out[t][s] = self.decoders[t].head(s, h[t])
+            key = str(s)
+            if key in self.exchanges:
+                h = self.exchanges[key](h)
+        return out
