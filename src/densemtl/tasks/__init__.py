@@ -1,7 +1,11 @@
 """Task registry: one registered object per dense prediction task."""
 
-from .registry import Task, canonical_tasks, get_task, list_tasks, register_task, parse_task_set
+from .registry import Task, canonical_tasks, get_task, list_tasks, parse_task_set, register_task, task_set_name
 
-__all__ = ["Task", "canonical_tasks", "get_task", "list_tasks", "register_task", "parse_task_set"]
+# registration order is the canonical order
+from . import semseg  # noqa: E402,F401
+from . import depth  # noqa: E402,F401
+from . import normals  # noqa: E402,F401
+from . import edges  # noqa: E402,F401
 
-from . import builtin  # noqa: E402,F401  (registers semseg, depth, normals, edges)
+__all__ = ["Task", "canonical_tasks", "get_task", "list_tasks", "parse_task_set", "register_task", "task_set_name"]

@@ -1,37 +1,42 @@
 """Registry of tasks and the canonical task order.
 
-The canonical order is the registration order (semseg, depth, normals, edges, then any
-task registered later). It never depends on Python's string hashing, so every process
-builds and iterates the same modules in the same order.
+A task is one object (a :class:`Task` subclass instance) that knows its output channels, loss,
+metrics, the direction of its headline metric, how invalid pixels are marked, and how to
+render a prediction or label. Adding a task = registering one more object.
+
+The canonical order is the registration order (semseg, depth, normals, edges, then any task
+registered later). It never depends on Python's string hashing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterable
+
+import numpy as np
+import torch
 
 _TASKS: dict[str, "Task"] = {}
 
 
-@dataclass(frozen=True)
 class Task:
-    """Static description of a dense prediction task.
+    """Base class of a dense prediction task.
 
-    Attributes:
+    Class attributes:
         name: registry key, e.g. ``"semseg"``.
         letter: one-letter code used in task-set names (``"S"`` in ``"SDN"``).
-        channels: output channels of the prediction head; ``None`` means "number of classes".
-        higher_is_better: direction of the task's headline metric.
-        headline_metric: the metric used by the multi-task Delta.
+        channels: head output channels; ``None`` means "number of classes".
+        higher_is_better: direction of the headline metric.
+        headline_metric: key of the metric used by the multi-task Delta.
+        label_format: how labels are passed and how invalid pixels are marked.
     """
 
-    name: str
-    letter: str
-    channels: int | None
-    higher_is_better: bool
-    headline_metric: str
+    name: str = ""
+    letter: str = ""
+    channels: int | None = None
+    higher_is_better: bool = True
+    headline_metric: str = ""
     description: str = ""
-    extra: dict = field(default_factory=dict, compare=False)
+    label_format: str = ""
 
     def out_channels(self, num_classes: int | None) -> int:
         if self.channels is not None:
@@ -40,8 +45,36 @@ class Task:
             raise ValueError(f"task '{self.name}' needs num_classes >= 1, got {num_classes!r}")
         return int(num_classes)
 
+    # --- training -------------------------------------------------------------------------
+    def loss(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of a raw head output ``pred`` already at the label's size."""
+        raise NotImplementedError
+
+    def valid_mask(self, label: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W)`` bool mask of pixels with a usable label."""
+        raise NotImplementedError
+
+    # --- evaluation -----------------------------------------------------------------------
+    def decode(self, pred: torch.Tensor) -> torch.Tensor:
+        """Raw head output -> the quantity the metrics use (class ids, metres, unit vectors, probability)."""
+        raise NotImplementedError
+
+    def meter(self, **options):
+        """A fresh streaming meter for this task's metrics."""
+        raise NotImplementedError
+
+    # --- visualisation --------------------------------------------------------------------
+    def render(self, value: torch.Tensor | np.ndarray, **options) -> np.ndarray:
+        """A decoded prediction or a label of one image -> ``(H, W, 3)`` uint8 RGB."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} ({self.letter})>"
+
 
 def register_task(task: Task) -> Task:
+    if not task.name or not task.letter:
+        raise ValueError("a task needs a name and a one-letter code")
     if task.name in _TASKS:
         raise ValueError(f"task '{task.name}' is already registered")
     if any(t.letter == task.letter for t in _TASKS.values()):
@@ -93,5 +126,6 @@ def canonical_tasks(tasks: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(tasks, key=order.index))
 
 
-def task_set_name(tasks: Iterable[str]) -> str:
-    return "".join(get_task(t).letter for t in canonical_tasks(tasks))
+def task_set_name(tasks: Iterable[str], sep: str = "") -> str:
+    """``("semseg", "depth")`` -> ``"SD"`` (or ``"S-D"`` with ``sep="-"``)."""
+    return sep.join(get_task(t).letter for t in canonical_tasks(tasks))
