@@ -1,0 +1,160 @@
+"""Base class of every dataset: indexing, resizing, derived labels, augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..tasks import parse_task_set
+from .geometry import normals_from_depth
+from .io import DataError
+from .transforms import hflip_sample, random_scale_crop, resize_sample, to_tensors
+
+
+def edges_from_labels(semseg: np.ndarray | None = None, depth: np.ndarray | None = None,
+                      depth_jump: float = 0.1) -> np.ndarray:
+    """Edge map (uint8 0/1): semantic boundaries and relative depth discontinuities (> 10 %)."""
+    ref = semseg if semseg is not None else depth
+    edges = np.zeros(ref.shape, bool)
+    if semseg is not None:
+        s = semseg.astype(np.int32)
+        edges[:, 1:] |= s[:, 1:] != s[:, :-1]
+        edges[1:, :] |= s[1:, :] != s[:-1, :]
+    if depth is not None:
+        d = depth.astype(np.float64)
+        rel_x = np.abs(d[:, 1:] - d[:, :-1]) / np.maximum(np.minimum(d[:, 1:], d[:, :-1]), 1e-6)
+        rel_y = np.abs(d[1:, :] - d[:-1, :]) / np.maximum(np.minimum(d[1:, :], d[:-1, :]), 1e-6)
+        edges[:, 1:] |= rel_x > depth_jump
+        edges[1:, :] |= rel_y > depth_jump
+    return edges.astype(np.uint8)
+
+
+class DenseDataset(torch.utils.data.Dataset):
+    """Subclasses set the class attributes and implement ``_records()`` and ``_read()``.
+
+    ``__getitem__`` returns ``{"image": (3, H, W) float [0, 1], "labels": {task: tensor},
+    "K": (3, 3) intrinsics at the working resolution, "id": str}``; label formats are those
+    of :mod:`densemtl.tasks` (semseg int64 with 255 void, depth ``(1, H, W)`` metres with 0
+    invalid, normals ``(3, H, W)`` with zero vectors invalid, edges ``(1, H, W)`` 0/1).
+
+    Args:
+        root: dataset root in the official layout (see ``docs/datasets.md``).
+        split: ``train`` or ``val``.
+        tasks: task names or code (``"SDN"``); normals are derived from depth when the
+            dataset has none; edges from semantic and depth boundaries likewise.
+        size: working resolution ``(H, W)``; default the paper's for the dataset.
+        augment: horizontal flip with p = 0.5 (the paper's only augmentation); default on for
+            ``train``.
+        scale_crop: optional ``(min, max)`` zoom range for random scale-crop.
+        edge_aware_normals: weight the normals-from-depth by colour similarity.
+        seed: split seed (Synthia, VKITTI2) and augmentation base seed.
+    """
+
+    name = ""
+    num_classes = 0
+    class_names: tuple[str, ...] = ()
+    default_size = (512, 1024)
+    depth_range = (1e-3, 80.0)
+    native_tasks: tuple[str, ...] = ("semseg", "depth")
+    derivable = {"normals": ("depth",), "edges": ("semseg",)}
+    splits = ("train", "val")
+
+    def __init__(self, root, split: str = "train", tasks="SD", size=None, augment: bool | None = None,
+                 scale_crop=None, edge_aware_normals: bool = False, seed: int = 0, limit: int | None = None):
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DataError(f"dataset root {self.root} does not exist (dataset '{self.name}'); "
+                            f"see docs/datasets.md for the expected layout")
+        if split not in self.splits:
+            raise ValueError(f"dataset '{self.name}' has splits {self.splits}, got '{split}'")
+        self.split = split
+        self.tasks = parse_task_set(tasks)
+        for t in self.tasks:
+            if t not in self.native_tasks and t not in self.derivable:
+                raise ValueError(f"dataset '{self.name}' cannot provide task '{t}' (it has {self.native_tasks})")
+        self.size = tuple(size) if size is not None else tuple(self.default_size)
+        self.augment = (split == "train") if augment is None else bool(augment)
+        self.scale_crop = tuple(scale_crop) if scale_crop else None
+        self.edge_aware_normals = edge_aware_normals
+        self.seed = int(seed)
+        self.epoch = 0
+        self._setup()
+        self.records = self._records()
+        if limit is not None:
+            self.records = self.records[: int(limit)]
+        if not self.records:
+            raise DataError(f"dataset '{self.name}' at {self.root}: no samples found for split '{split}'")
+
+    # --- to implement ---------------------------------------------------------------------
+    def _setup(self) -> None:
+        """Read metadata (optional)."""
+
+    def _records(self) -> list:
+        raise NotImplementedError
+
+    def _read(self, record, tasks: set[str]) -> dict:
+        """Raw sample at native resolution: image uint8, labels of ``tasks``, K, id."""
+        raise NotImplementedError
+
+    def files_of(self, record) -> list[Path]:
+        """Files behind one record (for ``verify``)."""
+        return []
+
+    # --- shared ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make augmentation depend on the epoch (deterministic given seed, epoch, index)."""
+        self.epoch = int(epoch)
+
+    def load(self, index: int) -> dict:
+        """Numpy sample at the working resolution, derived labels added, no augmentation."""
+        record = self.records[index]
+        need = set(self.tasks)
+        if "normals" in need and "normals" not in self.native_tasks:
+            need.add("depth")
+        if "edges" in need and "edges" not in self.native_tasks:
+            need.update(t for t in ("semseg", "depth") if t in self.native_tasks)
+        raw = self._read(record, need)
+        img = raw["image"]
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise DataError(f"{raw['id']}: image must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
+        sample = {"image": img.astype(np.float32) / 255.0, "labels": raw["labels"], "K": raw["K"], "id": raw["id"]}
+        sample = resize_sample(sample, self.size)
+        labels = sample["labels"]
+        if "normals" in self.tasks and "normals" not in labels:
+            labels["normals"] = normals_from_depth(labels["depth"], sample["K"], sample["image"] * 255.0, self.edge_aware_normals)
+        if "edges" in self.tasks and "edges" not in labels:
+            labels["edges"] = edges_from_labels(labels.get("semseg"), labels.get("depth"))
+        sample["labels"] = {t: labels[t] for t in self.tasks}
+        return sample
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.load(index)
+        if self.augment or self.scale_crop:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            if self.scale_crop:
+                sample = random_scale_crop(sample, rng, self.scale_crop)
+            if self.augment and rng.random() < 0.5:
+                sample = hflip_sample(sample)
+        return to_tensors(sample)
+
+    def meter_options(self) -> dict:
+        """Options for the tasks' meters (class count, depth range)."""
+        return {"num_classes": self.num_classes, "min_depth": self.depth_range[0], "max_depth": self.depth_range[1]}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={self.root}, split={self.split}, tasks={self.tasks}, n={len(self)}, size={self.size})"
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack samples into a batch: ``image (B, 3, H, W)``, ``labels {task: (B, ...)}``, ``K``, ``id`` list."""
+    return {
+        "image": torch.stack([b["image"] for b in batch]),
+        "K": torch.stack([b["K"] for b in batch]),
+        "id": [b["id"] for b in batch],
+        "labels": {t: torch.stack([b["labels"][t] for b in batch]) for t in batch[0]["labels"]},
+    }

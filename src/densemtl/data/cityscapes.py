@@ -1,0 +1,92 @@
+"""Cityscapes in its official layout, 16 classes, depth from disparity.
+
+```
+ROOT/leftImg8bit/{train,val}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
+ROOT/gtFine/{train,val}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png
+ROOT/disparity/{train,val}/{city}/{city}_{seq}_{frame}_disparity.png     uint16
+ROOT/camera/{train,val}/{city}/{city}_{seq}_{frame}_camera.json
+```
+disparity = (p - 1) / 256 for p > 0; depth = baseline * fx / disparity (metres).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import DenseDataset
+from .geometry import intrinsics_matrix
+from .io import DataError, map_labels, read_json, read_png, read_rgb
+from .registry import register_dataset
+
+CITYSCAPES16_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "sky", "person", "rider", "car", "bus", "motorcycle", "bicycle",
+)
+# labelIds of the 19 train classes minus terrain (22), truck (27), train (31)
+CITYSCAPES16_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 23, 24, 25, 26, 28, 32, 33)
+
+
+def cityscapes_lut(ids=CITYSCAPES16_IDS) -> np.ndarray:
+    """labelId (0..33, and -1 = license plate stored as 255 in some files) -> class, 255 = void."""
+    lut = np.full(256, 255, dtype=np.int64)
+    lut[:34] = 255
+    lut[34:] = -1  # not a Cityscapes labelId
+    lut[255] = 255
+    for c, i in enumerate(ids):
+        lut[i] = c
+    return lut
+
+
+def disparity_to_depth(p: np.ndarray, baseline: float, fx: float) -> np.ndarray:
+    """Cityscapes disparity PNG values -> metric depth (0 where invalid)."""
+    disp = (p.astype(np.float64) - 1.0) / 256.0
+    valid = (p > 0) & (disp > 0)
+    return np.where(valid, baseline * fx / np.where(valid, disp, 1.0), 0.0).astype(np.float32)
+
+
+@register_dataset("cityscapes")
+class Cityscapes(DenseDataset):
+    num_classes = 16
+    class_names = CITYSCAPES16_CLASSES
+    default_size = (512, 1024)
+    depth_range = (1e-3, 80.0)
+    native_tasks = ("semseg", "depth")
+    label_ids = CITYSCAPES16_IDS
+
+    def _records(self):
+        base = self.root / "leftImg8bit" / self.split
+        if not base.is_dir():
+            raise DataError(f"{base}: missing Cityscapes images folder (leftImg8bit/{self.split}/<city>/...)")
+        return sorted(str(p.relative_to(base))[: -len("_leftImg8bit.png")] for p in base.glob("*/*_leftImg8bit.png"))
+
+    def _path(self, stem, folder, suffix):
+        return self.root / folder / self.split / f"{stem}_{suffix}"
+
+    def files_of(self, stem):
+        return [self._path(stem, "leftImg8bit", "leftImg8bit.png"), self._path(stem, "gtFine", "gtFine_labelIds.png"),
+                self._path(stem, "disparity", "disparity.png"), self._path(stem, "camera", "camera.json")]
+
+    def _read(self, stem, tasks):
+        image = read_rgb(self._path(stem, "leftImg8bit", "leftImg8bit.png"))
+        hw = image.shape[:2]
+        cam_path = self._path(stem, "camera", "camera.json")
+        cam = read_json(cam_path, "camera calibration")
+        try:
+            intr, baseline = cam["intrinsic"], float(cam["extrinsic"]["baseline"])
+            K = intrinsics_matrix(intr["fx"], intr["fy"], intr["u0"], intr["v0"])
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{cam_path}: expected keys intrinsic.fx/fy/u0/v0 and extrinsic.baseline ({e})") from e
+        labels = {}
+        if "semseg" in tasks:
+            p = self._path(stem, "gtFine", "gtFine_labelIds.png")
+            raw = read_png(p, "labelIds")
+            if raw.shape[:2] != hw or raw.ndim != 2:
+                raise DataError(f"{p}: labelIds must be single-channel {hw[1]}x{hw[0]}, got shape {raw.shape}")
+            labels["semseg"] = map_labels(raw, cityscapes_lut(self.label_ids), p)
+        if "depth" in tasks:
+            p = self._path(stem, "disparity", "disparity.png")
+            disp = read_png(p, "disparity")
+            if disp.shape[:2] != hw or disp.ndim != 2:
+                raise DataError(f"{p}: disparity must be single-channel {hw[1]}x{hw[0]}, got shape {disp.shape}")
+            labels["depth"] = disparity_to_depth(disp, baseline, K[0, 0])
+        return {"image": image, "labels": labels, "K": K, "id": stem}

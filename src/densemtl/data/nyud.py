@@ -1,0 +1,137 @@
+"""NYUDv2 in the layout most 4-task work uses (NYUD-MT of Maninis et al., used by MTI-Net, ATRC).
+
+```
+ROOT/
+  images/<id>.png|.jpg        RGB uint8 (480 x 640)
+  segmentation/<id>.png       uint8, 0 = void, 1..40 = the 40 classes of Gupta et al.
+  depth/<id>.npy              float32 metres, 0 = invalid
+  normals/<id>.png            uint8 RGB, n = 2 v / 255 - 1 (channel 0 = x, right); (0,0,0) = invalid
+  edge/<id>.png|.npy          0/255 PNG or 0/1 array
+  gt_sets/train.txt, val.txt  one id per line (795 / 654, the official split)
+  dataset.json                optional: {"num_classes", "class_names", "intrinsics": {fx, fy, cx, cy, width, height}}
+```
+The procedural set (``densemtl data synth``) is written in this layout with a ``dataset.json``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import DenseDataset
+from .geometry import intrinsics_matrix
+from .io import DataError, read_json, read_npy, read_png, read_rgb
+from .registry import register_dataset
+
+NYUD40_CLASSES = (
+    "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",
+    "counter", "blinds", "desk", "shelves", "curtain", "dresser", "pillow", "mirror", "floor mat", "clothes",
+    "ceiling", "books", "refridgerator", "television", "paper", "towel", "shower curtain", "box", "whiteboard",
+    "person", "night stand", "toilet", "sink", "lamp", "bathtub", "bag", "otherstructure", "otherfurniture",
+    "otherprop",
+)
+# Kinect colour camera at 640 x 480
+KINECT = dict(fx=518.86, fy=519.47, cx=325.58, cy=253.74, width=640, height=480)
+
+
+def decode_normals_png(arr: np.ndarray) -> np.ndarray:
+    n = arr.astype(np.float32) * (2.0 / 255.0) - 1.0
+    invalid = (arr == 0).all(-1) | (np.linalg.norm(n, axis=-1) < 0.5)
+    n[invalid] = 0
+    return n
+
+
+def encode_normals_png(n: np.ndarray) -> np.ndarray:
+    v = np.clip(np.round((n + 1.0) * 127.5), 1, 255).astype(np.uint8)
+    v[(n == 0).all(-1)] = 0
+    return v
+
+
+@register_dataset("nyud")
+class NYUDv2(DenseDataset):
+    num_classes = 40
+    class_names = NYUD40_CLASSES
+    default_size = (448, 576)
+    depth_range = (1e-3, 10.0)
+    native_tasks = ("semseg", "depth", "normals", "edges")
+    official_split_sizes = {"train": 795, "val": 654}
+
+    def _setup(self):
+        meta_path = self.root / "dataset.json"
+        self.meta = read_json(meta_path, "dataset metadata") if meta_path.is_file() else {}
+        if "num_classes" in self.meta:
+            self.num_classes = int(self.meta["num_classes"])
+            self.class_names = tuple(self.meta.get("class_names", [str(i) for i in range(self.num_classes)]))
+        cam = {**KINECT, **self.meta.get("intrinsics", {})}
+        self.native_K = intrinsics_matrix(cam["fx"], cam["fy"], cam["cx"], cam["cy"])
+        self.native_hw = (int(cam["height"]), int(cam["width"]))
+        if "default_size" in self.meta and self.size == tuple(type(self).default_size):
+            self.size = tuple(self.meta["default_size"])
+        if "depth_range" in self.meta:
+            self.depth_range = tuple(self.meta["depth_range"])
+
+    def _records(self):
+        lst = self.root / "gt_sets" / f"{self.split}.txt"
+        if not lst.is_file():
+            raise DataError(f"{lst}: missing split list (one image id per line)")
+        return [line.strip() for line in lst.read_text().splitlines() if line.strip()]
+
+    def _image_path(self, i):
+        for ext in (".png", ".jpg", ".jpeg"):
+            p = self.root / "images" / f"{i}{ext}"
+            if p.is_file():
+                return p
+        return self.root / "images" / f"{i}.png"
+
+    def _edge_path(self, i):
+        p = self.root / "edge" / f"{i}.png"
+        return p if p.is_file() or not (self.root / "edge" / f"{i}.npy").is_file() else self.root / "edge" / f"{i}.npy"
+
+    def files_of(self, i):
+        return [self._image_path(i), self.root / "segmentation" / f"{i}.png", self.root / "depth" / f"{i}.npy",
+                self.root / "normals" / f"{i}.png", self._edge_path(i)]
+
+    def _check_hw(self, arr, path, what, hw):
+        if arr.shape[:2] != hw:
+            raise DataError(f"{path}: {what} is {arr.shape[1]}x{arr.shape[0]} (WxH), the image is {hw[1]}x{hw[0]}")
+
+    def _read(self, i, tasks):
+        img_path = self._image_path(i)
+        image = read_rgb(img_path)
+        hw = image.shape[:2]
+        K = self.native_K
+        if hw != self.native_hw:  # images stored at another size: scale the camera
+            from .geometry import scale_intrinsics
+
+            K = scale_intrinsics(K, hw[1] / self.native_hw[1], hw[0] / self.native_hw[0])
+        labels = {}
+        if "semseg" in tasks:
+            p = self.root / "segmentation" / f"{i}.png"
+            s = read_png(p, "segmentation")
+            if s.ndim != 2:
+                raise DataError(f"{p}: segmentation must be a single-channel PNG, got shape {s.shape}")
+            self._check_hw(s, p, "segmentation", hw)
+            if s.max() > self.num_classes:
+                bad = np.unique(s[s > self.num_classes])
+                raise DataError(f"{p}: unknown class id(s) {bad[:10].tolist()} (expected 0 = void, 1..{self.num_classes})")
+            labels["semseg"] = np.where(s == 0, 255, s.astype(np.int64) - 1).astype(np.uint8)
+        if "depth" in tasks:
+            p = self.root / "depth" / f"{i}.npy"
+            d = read_npy(p, "depth").astype(np.float32).squeeze()
+            self._check_hw(d, p, "depth", hw)
+            if not np.isfinite(d).all():
+                raise DataError(f"{p}: depth contains NaN/Inf")
+            labels["depth"] = np.where(d > 0, d, 0).astype(np.float32)
+        if "normals" in tasks:
+            p = self.root / "normals" / f"{i}.png"
+            n = read_png(p, "normals")
+            if n.ndim != 3 or n.shape[2] != 3:
+                raise DataError(f"{p}: normals must be an RGB PNG, got shape {n.shape}")
+            self._check_hw(n, p, "normals", hw)
+            labels["normals"] = decode_normals_png(n)
+        if "edges" in tasks:
+            p = self._edge_path(i)
+            e = read_npy(p, "edges") if p.suffix == ".npy" else read_png(p, "edges")
+            e = e.squeeze()
+            self._check_hw(e, p, "edges", hw)
+            labels["edges"] = (e > (0.5 if p.suffix == ".npy" else 127)).astype(np.uint8)
+        return {"image": image, "labels": labels, "K": K, "id": str(i)}

@@ -1,0 +1,96 @@
+"""Joint transforms on samples: resize, horizontal flip, random scale-crop.
+
+A raw sample is a dict: ``image (H, W, 3) float32 [0, 1]``, ``labels {task: array}`` with
+``semseg (H, W) uint8`` (255 void), ``depth (H, W) float32`` metres (0 invalid),
+``normals (H, W, 3) float32`` (zero = invalid), ``edges (H, W) uint8`` (0/1, 255 ignore),
+``K (3, 3)`` intrinsics and ``id``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .geometry import crop_intrinsics, flip_intrinsics, scale_intrinsics
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    chw = t.permute(2, 0, 1)[None] if t.dim() == 3 else t[None, None]
+    if mode == "nearest":
+        out = F.interpolate(chw.float(), size=(h, w), mode="nearest-exact")
+    else:
+        out = F.interpolate(chw.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    out = out[0].permute(1, 2, 0) if t.dim() == 3 else out[0, 0]
+    return out.numpy().astype(arr.dtype)
+
+
+def resize_sample(sample: dict, size: tuple[int, int]) -> dict:
+    """Resize to ``size = (H, W)``: image bilinear (antialiased), labels nearest, K scaled."""
+    h0, w0 = sample["image"].shape[:2]
+    if (h0, w0) == tuple(size):
+        return sample
+    out = dict(sample)
+    out["image"] = _resize(sample["image"], size, "bilinear")
+    out["labels"] = {t: _resize(v, size, "nearest") for t, v in sample["labels"].items()}
+    out["K"] = scale_intrinsics(sample["K"], size[1] / w0, size[0] / h0)
+    return out
+
+
+def hflip_sample(sample: dict) -> dict:
+    """Mirror horizontally: normals' x negated, principal point mirrored."""
+    out = dict(sample)
+    out["image"] = sample["image"][:, ::-1].copy()
+    labels = {}
+    for t, v in sample["labels"].items():
+        v = v[:, ::-1].copy()
+        if t == "normals":
+            v[..., 0] *= -1
+        labels[t] = v
+    out["labels"] = labels
+    out["K"] = flip_intrinsics(sample["K"], sample["image"].shape[1])
+    return out
+
+
+def random_scale_crop(sample: dict, rng: np.random.Generator, scale_range=(1.0, 1.5)) -> dict:
+    """Zoom in by a random factor, then crop back to the original size.
+
+    The camera model follows the image: focal lengths are scaled and the principal point is
+    shifted by the crop; metric depth is unchanged (the scene is the same, seen through a
+    longer lens), so depth, normals and intrinsics stay consistent.
+    """
+    h, w = sample["image"].shape[:2]
+    s = float(rng.uniform(*scale_range))
+    nh, nw = max(h, int(round(h * s))), max(w, int(round(w * s)))
+    big = resize_sample(sample, (nh, nw))
+    top, left = int(rng.integers(0, nh - h + 1)), int(rng.integers(0, nw - w + 1))
+    out = dict(big)
+    out["image"] = big["image"][top:top + h, left:left + w]
+    out["labels"] = {t: v[top:top + h, left:left + w] for t, v in big["labels"].items()}
+    out["K"] = crop_intrinsics(big["K"], top, left)
+    return out
+
+
+def to_tensors(sample: dict) -> dict:
+    """Numpy sample -> tensors in the label formats of :mod:`densemtl.tasks`."""
+    out = {
+        "image": torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))).float(),
+        "K": torch.from_numpy(np.asarray(sample["K"], dtype=np.float32)),
+        "id": sample["id"],
+        "labels": {},
+    }
+    for t, v in sample["labels"].items():
+        v = np.ascontiguousarray(v)
+        if t == "semseg":
+            out["labels"][t] = torch.from_numpy(v.astype(np.int64))
+        elif t == "normals":
+            out["labels"][t] = torch.from_numpy(v.transpose(2, 0, 1).astype(np.float32))
+        elif t == "edges":
+            out["labels"][t] = torch.from_numpy(v.astype(np.float32))[None]
+        else:
+            out["labels"][t] = torch.from_numpy(v.astype(np.float32))[None]
+    return out
