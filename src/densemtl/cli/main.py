@@ -9,7 +9,7 @@ import sys
 from .. import __version__
 
 # one module per subcommand; adding a command = adding its module name here
-COMMANDS = ("models", "demo")
+COMMANDS = ("models", "data", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+    except (ValueError, KeyError, TypeError, FileNotFoundError, FloatingPointError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"densemtl {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -49,6 +49,7 @@ class DenseDataset(torch.utils.data.Dataset):
             ``train``.
         scale_crop: optional ``(min, max)`` zoom range for random scale-crop.
         edge_aware_normals: weight the normals-from-depth by colour similarity.
+        normals_smooth_sigma: Gaussian smoothing (pixels) of depth before deriving normals.
         seed: split seed (Synthia, VKITTI2) and augmentation base seed.
     """
 
@@ -62,7 +63,8 @@ class DenseDataset(torch.utils.data.Dataset):
     splits = ("train", "val")
 
     def __init__(self, root, split: str = "train", tasks="SD", size=None, augment: bool | None = None,
-                 scale_crop=None, edge_aware_normals: bool = False, seed: int = 0, limit: int | None = None):
+                 scale_crop=None, edge_aware_normals: bool = False, normals_smooth_sigma: float = 0.0,
+                 seed: int = 0, limit: int | None = None):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(f"dataset root {self.root} does not exist (dataset '{self.name}'); "
@@ -78,6 +80,7 @@ class DenseDataset(torch.utils.data.Dataset):
         self.augment = (split == "train") if augment is None else bool(augment)
         self.scale_crop = tuple(scale_crop) if scale_crop else None
         self.edge_aware_normals = edge_aware_normals
+        self.normals_smooth_sigma = float(normals_smooth_sigma)
         self.seed = int(seed)
         self.epoch = 0
         self._setup()
@@ -126,7 +129,9 @@ class DenseDataset(torch.utils.data.Dataset):
         sample = resize_sample(sample, self.size)
         labels = sample["labels"]
         if "normals" in self.tasks and "normals" not in labels:
-            labels["normals"] = normals_from_depth(labels["depth"], sample["K"], sample["image"] * 255.0, self.edge_aware_normals)
+            labels["normals"] = normals_from_depth(
+                labels["depth"], sample["K"], sample["image"] * 255.0, self.edge_aware_normals,
+                smooth_sigma=self.normals_smooth_sigma)
         if "edges" in self.tasks and "edges" not in labels:
             labels["edges"] = edges_from_labels(labels.get("semseg"), labels.get("depth"))
         sample["labels"] = {t: labels[t] for t in self.tasks}

@@ -67,14 +67,27 @@ def _shift(a: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
     return out
 
 
+def smooth_depth(depth: np.ndarray, sigma: float, valid: np.ndarray) -> np.ndarray:
+    """Mask-aware Gaussian smoothing (``sigma`` in pixels); invalid pixels stay 0."""
+    from scipy.ndimage import gaussian_filter
+
+    m = valid.astype(np.float64)
+    num = gaussian_filter(np.where(valid, depth, 0.0), sigma)
+    den = gaussian_filter(m, sigma)
+    return np.where(valid, num / np.maximum(den, 1e-12), 0.0)
+
+
 def normals_from_depth(depth: np.ndarray, K: np.ndarray, image: np.ndarray | None = None,
-                       edge_aware: bool = False, valid: np.ndarray | None = None) -> np.ndarray:
+                       edge_aware: bool = False, valid: np.ndarray | None = None,
+                       smooth_sigma: float = 0.0) -> np.ndarray:
     """Surface normals from metric depth (Yang et al., AAAI 2018).
 
     Back-project with ``K``; at each pixel take the cross products of the difference vectors
     to 4 pairs of perpendicular neighbours of the 8-neighbourhood, optionally weighted by
     colour similarity ``exp(-0.1 |dRGB|)`` (``image`` uint8-range RGB, ``edge_aware=True``),
-    sum, normalise and orient towards the camera.
+    sum, normalise and orient towards the camera. ``smooth_sigma > 0`` first smooths the
+    depth (mask-aware Gaussian, pixels): useful for noisy sensor depth (Kinect, stereo);
+    leave 0 for rendered depth, where the result is exact on planes.
 
     Returns ``(H, W, 3)`` float32 unit normals in the camera frame (x right, y down, z
     forward); zero vectors where depth is invalid (``<= 0`` or ``~valid``) and on the eroded
@@ -84,7 +97,10 @@ def normals_from_depth(depth: np.ndarray, K: np.ndarray, image: np.ndarray | Non
     ok = np.isfinite(d) & (d > 0)
     if valid is not None:
         ok &= valid
-    P = backproject(np.where(ok, d, 0.0), K)
+    d = np.where(ok, d, 0.0)
+    if smooth_sigma > 0:
+        d = smooth_depth(d, smooth_sigma, ok)
+    P = backproject(d, K)
     img = None if image is None else np.asarray(image, dtype=np.float64)
     acc = np.zeros_like(P)
     for a, b in _PAIRS:
