@@ -16,3 +16,30 @@ def shared_data() -> Path:
     if not p.is_dir():
         pytest.skip(f"real data samples not found at {p}")
     return p
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A tiny procedural dataset (24 scenes, 32x48) in the NYUDv2 layout."""
+    from densemtl.data.synth import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("synth"), num=24, size=(32, 48), seed=0, workers=1, progress=False)
+
+
+def tiny_config(root, out, **over):
+    """A config dict for a fast CPU run on ``synth_root``."""
+    cfg = {
+        "experiment": "t", "run_name": "r", "output_dir": str(out), "seed": 0, "tasks": "SD",
+        "model": {"name": "densemtl", "backbone": "resnet18", "pretrained": False},
+        "data": {"dataset": "nyud", "root": str(root), "batch_size": 2, "val_batch_size": 4, "num_workers": 0, "limit_val": 4},
+        "optim": {"name": "adam", "lr_backbone": 1e-3, "lr_decoder": 1e-3},
+        "schedule": {"iterations": 4, "milestones": [3]},
+        "train": {"log_every": 1, "eval_every": 2, "checkpoint_every": 1, "progress": False, "deterministic": True},
+    }
+    for k, v in over.items():
+        node = cfg
+        *path, last = k.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = v
+    return cfg

@@ -9,7 +9,8 @@ import sys
 from .. import __version__
 
 # one module per subcommand; adding a command = adding its module name here
-COMMANDS = ("models", "data", "demo")
+COMMANDS = ("train", "eval", "predict", "table", "demo", "models", "data")
+_MODULES = {"eval": "evaluate"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"densemtl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f".{name}", __package__).add_parser(sub)
+        importlib.import_module(f".{_MODULES.get(name, name)}", __package__).add_parser(sub)
     return parser
 
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, TypeError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"densemtl {args.command}: error: {msg}", file=sys.stderr)
         return 2

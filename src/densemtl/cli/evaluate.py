@@ -1,0 +1,56 @@
+"""``densemtl eval RUN_DIR_OR_CHECKPOINT``: every metric of the model's tasks on a split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a run or checkpoint on a split")
+    p.add_argument("target", help="run directory (uses checkpoints/best.pt, else last.pt) or checkpoint file")
+    p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/elsewhere")
+    p.add_argument("--split", default="val")
+    p.add_argument("--save-predictions", metavar="DIR", help="write decoded predictions (<id>.npz) here")
+    p.add_argument("--no-boundary", action="store_true", help="skip ODS/OIS edge F (slow)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+    from omegaconf import OmegaConf
+
+    from ..config import apply_overrides, config_from_dict
+    from ..engine import builders, check_model_config, load_checkpoint
+    from ..engine.distributed import init_from_env, is_main
+    from ..engine.evaluate import evaluate
+    from ..models import model_from_config
+
+    ckpt = load_checkpoint(args.target)
+    device = init_from_env()
+    if not ckpt.get("config"):
+        raise ValueError(f"{ckpt['path']} holds no training config; give the dataset with data.dataset=... data.root=...")
+    cfg = apply_overrides(config_from_dict(ckpt["config"]), args.overrides)
+    if args.batch_size:
+        cfg.data.val_batch_size = args.batch_size
+    model = model_from_config(ckpt["model_config"])
+    check_model_config(ckpt, model.model_config)
+    model.load_state_dict(ckpt["model"])
+    model.to(device)
+    ds = builders.build_dataset(cfg, args.split, train=False)
+    if ds.num_classes != ckpt["model_config"].get("num_classes") and "semseg" in model.tasks:
+        raise ValueError(f"the checkpoint predicts {ckpt['model_config']['num_classes']} classes, dataset "
+                         f"{cfg.data.dataset} at {cfg.data.root} has {ds.num_classes}")
+    loader, _ = builders.build_loader(ds, int(cfg.data.val_batch_size), False, 0, int(cfg.data.num_workers))
+    opts = {**ds.meter_options(), "boundary": not args.no_boundary, "num_thresholds": int(cfg.eval.num_thresholds)}
+    results = evaluate(model, loader, model.tasks, opts, device, progress=True, save_dir=args.save_predictions)
+    if is_main():
+        print(f"{ckpt['path']} on {cfg.data.dataset}/{args.split} ({len(ds)} images):")
+        for t, metrics in results.items():
+            shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("IoU_")}
+            print(f"  {t}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"checkpoint": ckpt["path"], "split": args.split, "metrics": results}, indent=2))
+    return 0

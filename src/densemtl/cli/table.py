@@ -1,0 +1,42 @@
+"""``densemtl table RUN_DIR ...``: the paper's table layout, mean +- std over seeds, Delta."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("table", help="compare runs: mean +- std across seeds and Delta vs single-task runs")
+    p.add_argument("runs", nargs="+", help="run directories (or folders containing them)")
+    p.add_argument("--use", choices=["last", "best"], default="last", help="final or best evaluation of each run")
+    p.add_argument("--csv", metavar="FILE", help="also write CSV")
+    p.add_argument("--markdown", metavar="FILE", help="also write markdown")
+    p.set_defaults(func=run)
+
+
+def find_runs(paths) -> list[Path]:
+    found = []
+    for p in map(Path, paths):
+        if (p / "config.yaml").is_file():
+            found.append(p)
+        elif p.is_dir():
+            found += sorted(c.parent for c in p.rglob("config.yaml") if (c.parent / "metrics.jsonl").is_file())
+        else:
+            raise FileNotFoundError(f"{p}: no such run directory")
+    if not found:
+        raise FileNotFoundError(f"no run directories (with config.yaml and metrics.jsonl) under {', '.join(map(str, paths))}")
+    return found
+
+
+def run(args) -> int:
+    from ..engine.report import build_table, load_run, to_csv, to_markdown
+
+    runs = [load_run(p, args.use) for p in find_runs(args.runs)]
+    table = build_table(runs)
+    md = to_markdown(table)
+    print(md)
+    if args.csv:
+        Path(args.csv).write_text(to_csv(table))
+    if args.markdown:
+        Path(args.markdown).write_text(md + "\n")
+    return 0

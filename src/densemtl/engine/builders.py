@@ -1,0 +1,73 @@
+"""Build model, datasets, loaders, optimiser, scheduler and weighting from a config."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..data import collate, create_dataset, get_dataset_class
+from ..losses import create_weighting
+from ..models import create_model
+from ..tasks import parse_task_set
+from .distributed import rank, world_size
+from .sampler import ResumableSampler
+
+
+def _plain(x):
+    return OmegaConf.to_container(x, resolve=True) if isinstance(x, DictConfig) or OmegaConf.is_list(x) else x
+
+
+def dataset_info(cfg: DictConfig) -> dict:
+    """Class count and depth range without touching the files."""
+    cls = get_dataset_class(cfg.data.dataset)
+    return {"num_classes": cls.num_classes, "class_names": list(cls.class_names), "depth_range": list(cls.depth_range)}
+
+
+def build_dataset(cfg: DictConfig, split: str, train: bool):
+    if not cfg.data.root:
+        raise ValueError(f"data.root is not set: give the {cfg.data.dataset} dataset root, e.g. data.root=/path/to/{cfg.data.dataset}")
+    opts = dict(_plain(cfg.data.options) or {})
+    limit = cfg.data.limit_train if train else cfg.data.limit_val
+    return create_dataset(
+        cfg.data.dataset, cfg.data.root, split, parse_task_set(cfg.tasks),
+        size=_plain(cfg.data.size), augment=bool(cfg.data.augment) if train else False,
+        scale_crop=_plain(cfg.data.scale_crop) if train else None, seed=int(cfg.seed), limit=limit, **opts,
+    )
+
+
+def build_loader(ds, batch_size: int, train: bool, seed: int, num_workers: int):
+    sampler = ResumableSampler(len(ds), seed=seed, shuffle=train, rank=rank(), world=world_size(), pad=train)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
+        drop_last=train, pin_memory=torch.cuda.is_available(), persistent_workers=False,
+    )
+    return loader, sampler
+
+
+def build_model(cfg: DictConfig, num_classes: int | None):
+    tasks = parse_task_set(cfg.tasks)
+    pretrained = cfg.model.pretrained
+    return create_model(cfg.model.name, tasks, num_classes=num_classes if "semseg" in tasks else None,
+                        backbone=cfg.model.backbone, pretrained=pretrained if pretrained else False,
+                        **(_plain(cfg.model.options) or {}))
+
+
+def build_weighting(cfg: DictConfig):
+    return create_weighting(cfg.loss.weighting, parse_task_set(cfg.tasks), **(_plain(cfg.loss.options) or {}))
+
+
+def build_optimizer(cfg: DictConfig, model, weighting):
+    enc = [p for p in model.encoder.parameters() if p.requires_grad]
+    enc_ids = {id(p) for p in enc}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
+    rest += [p for p in weighting.parameters() if p.requires_grad]
+    o = cfg.optim
+    groups = [{"params": enc, "lr": float(o.lr_backbone), "name": "backbone"},
+              {"params": rest, "lr": float(o.lr_decoder), "name": "decoders"}]
+    if o.name == "adam":
+        return torch.optim.Adam(groups, betas=tuple(o.betas), weight_decay=float(o.weight_decay))
+    return torch.optim.SGD(groups, momentum=float(o.momentum), weight_decay=float(o.weight_decay))
+
+
+def build_scheduler(cfg: DictConfig, optimizer):
+    return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.schedule.milestones), gamma=float(cfg.schedule.gamma))

@@ -1,0 +1,104 @@
+"""Atomic checkpoints and checks that a checkpoint fits the model it is loaded into."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "densemtl-checkpoint"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or made for another model."""
+
+
+def _write(obj, path: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync,
+    then ``os.replace`` (a crash or SIGKILL leaves either the old or the new file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _write({"format": FORMAT, **state}, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError:
+        pass
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        for cand in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt", path / "last.pt"):
+            if cand.is_file():
+                path = cand
+                break
+        else:
+            raise CheckpointError(f"{path}: no checkpoints/best.pt or checkpoints/last.pt in this run directory")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); the file is corrupt or truncated") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a densemtl checkpoint (use `densemtl convert` for other formats)")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def check_model_config(ckpt: dict, model_config: dict, what: str = "checkpoint") -> None:
+    """Raise with the differences if the checkpoint was made for another architecture."""
+    saved = ckpt.get("model_config", {})
+    diffs = []
+    for key in ("name", "tasks", "num_classes", "backbone"):
+        if saved.get(key) != model_config.get(key):
+            diffs.append(f"{key}: {what} has {saved.get(key)!r}, the config builds {model_config.get(key)!r}")
+    so, mo = saved.get("options", {}), model_config.get("options", {})
+    for k in sorted(set(so) | set(mo)):
+        if so.get(k) != mo.get(k):
+            diffs.append(f"model.options.{k}: {what} has {so.get(k)!r}, the config builds {mo.get(k)!r}")
+    if diffs:
+        raise CheckpointError(
+            f"{ckpt.get('path', what)} was made for a different model:\n  " + "\n  ".join(diffs)
+            + "\nUse the run's own config (its run directory holds config.yaml), or `densemtl eval`, which rebuilds "
+            "the model from the checkpoint."
+        )
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

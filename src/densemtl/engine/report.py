@@ -1,0 +1,141 @@
+"""Collect finished runs and lay them out as the paper's tables (mean +- std over seeds, Delta)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from ..metrics import multitask_delta
+from ..models import model_options
+from ..tasks import get_task, parse_task_set
+
+METHOD_LABELS = {"stl": "STL", "mtl": "MTL", "padnet": "PAD-Net", "padnet3ways": "3-ways PAD-Net", "densemtl": "DenseMTL"}
+COLUMN = {"semseg": ("mIoU", "mIoU %"), "depth": ("rmse", "RMSE m"), "normals": ("mean_angle", "mErr deg"), "edges": ("f1", "F1 %")}
+
+
+def load_run(run_dir: str | Path, which: str = "last") -> dict:
+    """Config and final (``last``) or best (``best``) evaluation metrics of a run directory."""
+    run_dir = Path(run_dir)
+    cfg_path, log_path = run_dir / "config.yaml", run_dir / "metrics.jsonl"
+    if not cfg_path.is_file() or not log_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: not a densemtl run directory (config.yaml and metrics.jsonl expected)")
+    cfg = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
+    evals = [json.loads(line) for line in log_path.read_text().splitlines() if '"type": "eval"' in line]
+    if not evals:
+        raise ValueError(f"{run_dir}: no evaluation recorded yet")
+    rec = max(evals, key=lambda r: r["score"]) if which == "best" else evals[-1]
+    metrics: dict[str, dict[str, float]] = {}
+    for k, v in rec.items():
+        if "/" in k:
+            t, m = k.split("/", 1)
+            metrics.setdefault(t, {})[m] = v
+    return {"dir": str(run_dir), "config": cfg, "metrics": metrics, "iter": rec["iter"]}
+
+
+def method_key(cfg: dict) -> tuple:
+    """Runs that differ only by seed / run name / output place share this key."""
+    m = cfg["model"]
+    defaults = model_options(m["name"])
+    opts = {k: v for k, v in (m.get("options") or {}).items() if k in defaults and v != _plain(defaults[k])}
+    return (cfg["data"]["dataset"], m["name"], json.dumps(opts, sort_keys=True), m.get("backbone"))
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def method_label(cfg: dict) -> str:
+    _, name, opts, _ = method_key(cfg)
+    label = METHOD_LABELS.get(name, name)
+    o = json.loads(opts)
+    return label + (" [" + ", ".join(f"{k}={v}" for k, v in o.items()) + "]" if o else "")
+
+
+def _mean_std(values):
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def build_table(runs: list[dict]) -> dict:
+    """Group runs and compute per-task mean/std and Delta vs the matching single-task runs.
+
+    Returns ``{"tasks": [...], "rows": [{"method", "tasks", "n", "metrics": {task: (mean, std)},
+    "delta": (mean, std) | None}]}``; Delta is computed per seed against the mean STL metrics.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        key = method_key(r["config"]) + (tuple(parse_task_set(r["config"]["tasks"])),)
+        groups.setdefault(key, []).append(r)
+    all_tasks = parse_task_set({t for k in groups for t in k[-1]})
+    stl: dict[tuple, dict[str, float]] = {}  # (dataset, backbone) -> task -> mean metric
+    for key, rs in groups.items():
+        if key[1] == "stl":
+            t = key[-1][0]
+            head = get_task(t).headline_metric
+            stl.setdefault((key[0], key[3]), {})[t] = float(np.mean([r["metrics"][t][head] for r in rs]))
+    rows = []
+    for key, rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "stl", kv[0][-1], kv[0][1])):
+        tasks = key[-1]
+        metrics = {t: _mean_std([r["metrics"][t][get_task(t).headline_metric] for r in rs]) for t in tasks}
+        delta = None
+        base = stl.get((key[0], key[3]), {})
+        if key[1] != "stl" and all(t in base for t in tasks):
+            deltas = [multitask_delta({t: r["metrics"][t] for t in tasks}, {t: base[t] for t in tasks}, tasks) for r in rs]
+            delta = _mean_std(deltas)
+        rows.append({"dataset": key[0], "method": method_label(rs[0]["config"]), "tasks": list(tasks), "n": len(rs),
+                     "metrics": metrics, "delta": delta, "runs": [r["dir"] for r in rs]})
+    # one STL row per dataset combining the single-task networks
+    merged = []
+    for r in rows:
+        if r["method"] == "STL" and merged and merged[-1]["method"] == "STL" and merged[-1]["dataset"] == r["dataset"]:
+            merged[-1]["metrics"].update(r["metrics"])
+            merged[-1]["tasks"] = list(parse_task_set(merged[-1]["tasks"] + r["tasks"]))
+            merged[-1]["runs"] += r["runs"]
+            merged[-1]["n"] = min(merged[-1]["n"], r["n"])
+        else:
+            merged.append(r)
+    return {"tasks": list(all_tasks), "rows": merged}
+
+
+def _fmt(ms, digits):
+    if ms is None:
+        return "-"
+    m, s = ms
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if s else f"{m:.{digits}f}"
+
+
+def _digits(t):
+    return 3 if t == "depth" else 2
+
+
+def to_markdown(table: dict) -> str:
+    tasks = table["tasks"]
+    code = "".join(get_task(t).letter for t in tasks)
+    head = ["dataset", "method", "tasks", "seeds"] + [f"{get_task(t).name} {COLUMN[t][1]} {'↑' if get_task(t).higher_is_better else '↓'}" for t in tasks] + ["Δ % ↑"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table["rows"]:
+        cells = [r["dataset"], r["method"], "-".join(get_task(t).letter for t in r["tasks"]), str(r["n"])]
+        cells += [_fmt(r["metrics"].get(t), _digits(t)) for t in tasks]
+        cells.append("-" if r["delta"] is None else (f"{r['delta'][0]:+.2f}" + (f" ± {r['delta'][1]:.2f}" if r["delta"][1] else "")))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append(f"\nΔ: mean relative change of each row's task metrics vs the STL row ({code} columns), in %.")
+    return "\n".join(lines)
+
+
+def to_csv(table: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    tasks = table["tasks"]
+    w.writerow(["dataset", "method", "tasks", "seeds"] + [x for t in tasks for x in (f"{t}_{COLUMN[t][0]}_mean", f"{t}_{COLUMN[t][0]}_std")] + ["delta_mean", "delta_std"])
+    for r in table["rows"]:
+        row = [r["dataset"], r["method"], "-".join(get_task(t).letter for t in r["tasks"]), r["n"]]
+        for t in tasks:
+            row += list(r["metrics"].get(t, ("", "")))
+        row += list(r["delta"]) if r["delta"] else ["", ""]
+        w.writerow(row)
+    return buf.getvalue()

@@ -1,0 +1,269 @@
+"""The training engine: one loop, hooks for everything else.
+
+``Trainer(cfg, run_dir).train()`` trains on one CPU, one GPU or, launched with
+``torchrun --nproc_per_node N -m densemtl train ...``, many GPUs (DistributedDataParallel).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import save_config
+from ..losses import task_losses
+from ..tasks import get_task, parse_task_set
+from . import builders
+from .checkpoint import CheckpointError, check_model_config, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distributed import barrier, init_from_env, is_distributed, is_main, world_size
+from .evaluate import amp_context, evaluate
+from .hooks import CheckpointHook, EvalHook, LogHook, ProgressHook
+from .rundir import MetricsLog, environment
+
+LOWER_IS_BETTER = {"rmse", "rmse_pixel", "abs_rel", "sq_rel", "rmse_log", "mean_angle", "median_angle", "rmse_angle"}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_dir_for(cfg: DictConfig) -> Path:
+    name = cfg.run_name or f"seed{cfg.seed}"
+    return Path(cfg.output_dir) / str(cfg.experiment) / str(name)
+
+
+class Trainer:
+    """Builds everything from ``cfg`` and owns the training state.
+
+    State saved in checkpoints: model, optimiser, scheduler, task weighting, AMP scaler,
+    iteration, RNG states and the best evaluation so far; data order is a function of
+    (seed, epoch) and augmentation of (seed, epoch, index), so ``resume`` continues exactly.
+    """
+
+    def __init__(self, cfg: DictConfig, run_dir: str | Path | None = None, resume: bool = False, hooks=None):
+        self.cfg = cfg
+        self.device = init_from_env()
+        self.run_dir = Path(run_dir) if run_dir else run_dir_for(cfg)
+        self.tasks = parse_task_set(cfg.tasks)
+        seed_everything(int(cfg.seed))
+        if self.device.type == "cpu":
+            torch.set_flush_denormal(True)  # denormal activations slow CPU kernels ~2x after some training
+        if cfg.train.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            if torch.cuda.is_available():
+                torch.backends.cudnn.benchmark = False
+        # data
+        self.train_set = builders.build_dataset(cfg, cfg.data.train_split, train=True)
+        self.val_set = builders.build_dataset(cfg, cfg.data.val_split, train=False) if cfg.train.eval_every else None
+        self.train_loader, self.sampler = builders.build_loader(self.train_set, int(cfg.data.batch_size), True, int(cfg.seed), int(cfg.data.num_workers))
+        self.val_loader = None
+        if self.val_set is not None:
+            self.val_loader, _ = builders.build_loader(self.val_set, int(cfg.data.val_batch_size), False, 0, int(cfg.data.num_workers))
+        self.batches_per_epoch = self.sampler.per_epoch() // int(cfg.data.batch_size)
+        if self.batches_per_epoch == 0:
+            raise ValueError(f"the training split has {len(self.train_set)} samples, fewer than data.batch_size={cfg.data.batch_size} x {world_size()} processes")
+        # model
+        self.num_classes = self.train_set.num_classes
+        self.model = builders.build_model(cfg, self.num_classes).to(self.device)
+        if cfg.train.init_from:
+            ck = load_checkpoint(cfg.train.init_from)
+            check_model_config(ck, self.model.model_config, "init_from checkpoint")
+            self.model.load_state_dict(ck["model"])
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.weighting = builders.build_weighting(cfg).to(self.device)
+        self.optimizer = builders.build_optimizer(cfg, self.model, self.weighting)
+        self.scheduler = builders.build_scheduler(cfg, self.optimizer)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
+        self.net = self.model
+        if is_distributed():
+            if cfg.loss.weighting == "gradnorm":
+                raise ValueError("loss.weighting=gradnorm is not supported with multiple processes")
+            if cfg.train.sync_bn:
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                self.net = self.model
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        shared = list(self.net.encoder.body.children())[-1]
+        self.shared_parameters = [p for p in shared.parameters() if p.requires_grad]
+        self.iter = 0
+        self.max_iter = int(cfg.schedule.iterations)
+        self.best = None
+        self.select_ref = None
+        self.meter_options = {**self.train_set.meter_options(), "boundary": bool(cfg.eval.edge_boundary),
+                              "num_thresholds": int(cfg.eval.num_thresholds)}
+        self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.tb = None
+        if resume:
+            self._resume()
+        if is_main():
+            self._prepare_run_dir(resume)
+        self.hooks = list(hooks) if hooks is not None else [ProgressHook(), LogHook(), EvalHook(), CheckpointHook()]
+
+    # --- run directory and checkpoints -----------------------------------------------------
+    def _prepare_run_dir(self, resume: bool) -> None:
+        import json
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")
+        env = environment(self.device)
+        env.update(dataset={"name": self.cfg.data.dataset, "num_classes": self.num_classes,
+                            "class_names": list(self.train_set.class_names), "train": len(self.train_set),
+                            "val": len(self.val_set) if self.val_set is not None else 0})
+        (self.run_dir / ("env.json" if not resume else f"env-resume-{self.iter}.json")).write_text(json.dumps(env, indent=2))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.iter if resume else None)
+
+    def state_dict(self) -> dict:
+        return {
+            "model_config": self.net.model_config,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "iteration": self.iter,
+            "rng": rng_state(),
+            "best": self.best,
+            "select_ref": self.select_ref,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "dataset": {"name": self.cfg.data.dataset, "num_classes": self.num_classes,
+                        "class_names": list(self.train_set.class_names), **{k: v for k, v in self.meter_options.items() if k in ("min_depth", "max_depth")}},
+        }
+
+    def save_checkpoint(self, name: str = "last.pt") -> Path:
+        return save_checkpoint(self.state_dict(), self.run_dir / "checkpoints" / name)
+
+    def _resume(self) -> None:
+        path = self.run_dir / "checkpoints" / "last.pt"
+        ckpt = load_checkpoint(path)
+        check_model_config(ckpt, self.net.model_config, "last checkpoint")
+        self.net.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.weighting.load_state_dict(ckpt["weighting"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.iter = int(ckpt["iteration"])
+        self.best, self.select_ref = ckpt.get("best"), ckpt.get("select_ref")
+        set_rng_state(ckpt["rng"])
+        if is_main():
+            print(f"resumed {self.run_dir} at iteration {self.iter}/{self.max_iter}")
+
+    # --- training ----------------------------------------------------------------------------
+    def step(self, batch: dict) -> dict:
+        cfg = self.cfg
+        x = batch["image"].to(self.device, non_blocking=True)
+        if cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        labels = {t: v.to(self.device, non_blocking=True) for t, v in batch["labels"].items()}
+        self.model.train()
+        if cfg.train.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        self.optimizer.zero_grad(set_to_none=True)
+        with amp_context(self.device, cfg.train.amp):
+            out = self.model(x)
+        losses = task_losses(out, labels)
+        total, info = self.weighting.backward(losses, shared_parameters=self.shared_parameters,
+                                              scaler=self.scaler if self.scaler.is_enabled() else None)
+        logs = {"loss": float(total), **{f"loss/{t}": float(v.detach()) for t, v in losses.items()}, **info}
+        if cfg.optim.clip_grad_norm:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, float(cfg.optim.clip_grad_norm)))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.weighting.step_end()
+        if not math.isfinite(logs["loss"]):
+            raise FloatingPointError(f"non-finite loss {logs['loss']} at iteration {self.iter + 1}: {logs}")
+        return logs
+
+    def train(self) -> dict | None:
+        for h in self.hooks:
+            h.before_train(self)
+        bs = int(self.cfg.data.batch_size)
+        try:
+            while self.iter < self.max_iter:
+                epoch, offset = divmod(self.iter, self.batches_per_epoch)
+                self.sampler.set_epoch(epoch, offset * bs)
+                self.train_set.set_epoch(epoch)
+                for batch in self.train_loader:
+                    logs = self.step(batch)
+                    self.iter += 1
+                    for h in self.hooks:
+                        h.after_step(self, logs)
+                    if self.iter % self.batches_per_epoch == 0:
+                        self.weighting.epoch_end()
+                    if self.iter >= self.max_iter:
+                        break
+        except KeyboardInterrupt:
+            if is_main():
+                path = self.save_checkpoint("last.pt")
+                print(f"\ninterrupted at iteration {self.iter}: saved {path}; continue with "
+                      f"`densemtl train --resume {self.run_dir}`")
+            raise SystemExit(130)
+        finally:
+            for h in self.hooks:
+                h.after_train(self)
+            if self.tb is not None:
+                self.tb.flush()
+        barrier()
+        return self.best
+
+    # --- evaluation ----------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        return evaluate(self.model, self.val_loader, self.tasks, self.meter_options, self.device,
+                        self.cfg.train.amp, bool(self.cfg.train.channels_last), progress=bool(self.cfg.train.progress))
+
+    def selection_score(self, results: dict) -> float:
+        """Higher is better. ``train.select_metric``: ``task/metric`` or ``auto`` (the headline
+        metric for one task; for several, the mean signed relative change of the headline
+        metrics against this run's first evaluation)."""
+        sel = self.cfg.train.select_metric
+        if sel != "auto":
+            task, metric = sel.split("/", 1)
+            if task not in results or metric not in results[task]:
+                raise KeyError(f"train.select_metric '{sel}' is not among the evaluated metrics")
+            v = results[task][metric]
+            return -v if metric in LOWER_IS_BETTER else v
+        heads = {t: results[t][get_task(t).headline_metric] for t in self.tasks}
+        if len(self.tasks) == 1:
+            t = self.tasks[0]
+            return heads[t] if get_task(t).higher_is_better else -heads[t]
+        if self.select_ref is None:
+            self.select_ref = heads
+        score = 0.0
+        for t, v in heads.items():
+            ref = self.select_ref[t] or 1e-12
+            score += (1 if get_task(t).higher_is_better else -1) * (v - ref) / abs(ref)
+        return score / len(self.tasks)
+
+    @torch.no_grad()
+    def log_images(self, max_images: int = 2) -> None:
+        """Input, ground truth and prediction of each task for the first validation images."""
+        batch = next(iter(self.val_loader))
+        x = batch["image"][:max_images].to(self.device)
+        self.model.eval()
+        out = self.model(x)
+        self.model.train()
+        for i in range(x.shape[0]):
+            rows = [np.asarray(x[i].permute(1, 2, 0).cpu().numpy() * 255, dtype=np.uint8)]
+            for t in self.tasks:
+                task = get_task(t)
+                pred = task.decode(out[t][self.net.eval_scale][i : i + 1].float())[0]
+                opts = {"num_classes": self.num_classes}
+                rows.append(np.concatenate([task.render(batch["labels"][t][i], **opts), task.render(pred, **opts)], 1))
+            w = max(r.shape[1] for r in rows)
+            grid = np.concatenate([np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows], 0)
+            self.tb.add_image(f"val/sample{i}", grid, self.iter, dataformats="HWC")
