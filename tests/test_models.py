@@ -162,3 +162,16 @@ def test_same_outputs_across_hash_seeds(tmp_path, tasks):
     for t in a["out"]:
         for s in a["out"][t]:
             assert torch.equal(a["out"][t][s], b["out"][t][s])
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_depth_heads_start_at_a_plausible_depth(name):
+    from densemtl.losses import code_to_depth
+
+    torch.manual_seed(0)
+    m = create_model(name, ["depth"] if name == "stl" else ["semseg", "depth"], num_classes=3, backbone="resnet18").eval()
+    layers = m.prediction_layers()["depth"]
+    assert layers and all(float(c.bias) == pytest.approx(65.4705, rel=1e-4) for c in layers)
+    with torch.no_grad():
+        d = code_to_depth(m(torch.rand(1, 3, 32, 32))["depth"][0])
+    assert 2.0 < float(d.median()) < 50.0

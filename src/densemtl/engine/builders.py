@@ -40,6 +40,8 @@ def build_loader(ds, batch_size: int, train: bool, seed: int, num_workers: int):
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
         drop_last=train, pin_memory=torch.cuda.is_available(), persistent_workers=False,
+        # its own generator: creating an iterator must not consume the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(seed),
     )
     return loader, sampler
 

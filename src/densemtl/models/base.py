@@ -46,6 +46,23 @@ class MultiTaskModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
+    def prediction_layers(self) -> dict[str, list[nn.Module]]:
+        """The final 1x1 prediction convolutions of each task (overridden by each model)."""
+        return {}
+
+    def init_prediction_biases(self) -> None:
+        """Set each task's prediction biases to its ``head_bias`` (e.g. depth: the code of 10 m)."""
+        from ..tasks import get_task
+
+        for t, layers in self.prediction_layers().items():
+            b = get_task(t).head_bias
+            if b is None:
+                continue
+            for conv in layers:
+                if conv.bias is not None and conv.bias.device.type != "meta":
+                    with torch.no_grad():
+                        conv.bias.fill_(b)
+
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")

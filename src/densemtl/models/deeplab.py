@@ -22,6 +22,10 @@ class DeepLabMTL(MultiTaskModel):
         super().__init__(tasks, num_classes, (0,), input_norm)
         self.encoder = Encoder(backbone, pretrained)
         self.heads = nn.ModuleDict({t: DeepLabHead(self.encoder.channels[-1], self.channels[t]) for t in self.tasks})
+        self.init_prediction_biases()
+
+    def prediction_layers(self):
+        return {t: [self.heads[t][-1]] for t in self.tasks}
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         self.check_input(x)

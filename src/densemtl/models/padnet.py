@@ -35,6 +35,10 @@ class PADNet(MultiTaskModel):
         self.distill = CrossTaskDistillation(self.tasks, width) if len(self.tasks) > 1 else None
         self.final = nn.ModuleDict({t: _bottlenecks(width, width) for t in self.tasks})
         self.predictor = nn.ModuleDict({t: nn.Conv2d(width, self.channels[t], 1) for t in self.tasks})
+        self.init_prediction_biases()
+
+    def prediction_layers(self):
+        return {t: [self.intermediate[t], self.predictor[t]] for t in self.tasks}
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         self.check_input(x)

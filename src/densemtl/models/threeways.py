@@ -28,6 +28,10 @@ class ThreeWayNet(MultiTaskModel):
         )
         self.exchanges = nn.ModuleDict()
         self.widths = DECODER_WIDTHS
+        self.init_prediction_biases()
+
+    def prediction_layers(self):
+        return {t: list(self.decoders[t].heads.values()) for t in self.tasks}
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         self.check_input(x)

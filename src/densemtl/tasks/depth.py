@@ -16,6 +16,10 @@ class Depth(Task):
     higher_is_better, headline_metric = False, "rmse"
     description = "depth (inverse-depth code regression, metres at evaluation)"
     label_format = "(B, 1, H, W) float metres, <= 0 = invalid"
+    # start predictions at a plausible depth (10 m, code 65.5) instead of code 0 (infinitely
+    # far): the code spans ~8..650 for 1..80 m, which a zero-initialised head needs many
+    # steps to reach
+    head_bias = float(L.depth_to_code(torch.tensor(10.0)))
 
     def loss(self, pred, label):
         return L.depth_loss(pred, label)

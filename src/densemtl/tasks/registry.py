@@ -37,6 +37,7 @@ class Task:
     headline_metric: str = ""
     description: str = ""
     label_format: str = ""
+    head_bias: float | None = None  # initial bias of the prediction convs (None: PyTorch default)
 
     def out_channels(self, num_classes: int | None) -> int:
         if self.channels is not None:
