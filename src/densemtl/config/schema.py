@@ -64,6 +64,7 @@ DEFAULTS = {
         "select_metric": "auto",   # auto: the headline metric (one task) or mean relative gain; or task/metric
         "progress": True,
         "init_from": None,         # checkpoint to initialise weights from (not a resume)
+        "init_depth_bias": True,   # depth heads start at the median depth of the first training images
     },
     "eval": {
         "edge_boundary": False,    # ODS/OIS F during training evaluation (slow); always on in `densemtl eval`
