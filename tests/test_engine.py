@@ -196,9 +196,14 @@ def test_eval_predict_and_table(synth_root, tmp_path, capsys):
         cfg = tiny_config(synth_root, tmp_path, **{"run_name": name, "model.name": model, "tasks": tasks, "schedule.iterations": 2})
         Trainer(config_from_dict(cfg)).train()
         runs.append(tmp_path / "t" / name)
-    assert main(["eval", str(runs[2]), "--no-boundary", "--json", str(tmp_path / "m.json")]) == 0
+    assert main(["eval", str(runs[2]), "--no-boundary", "--json", str(tmp_path / "m.json"),
+                 "--save-predictions", str(tmp_path / "preds")]) == 0
     m = json.loads((tmp_path / "m.json").read_text())["metrics"]
     assert set(m) == {"semseg", "depth"} and 0 <= m["semseg"]["mIoU"] <= 100
+    saved = sorted((tmp_path / "preds").glob("*.npz"))
+    assert len(saved) == 4
+    arr = np.load(saved[0])
+    assert arr["semseg"].shape == (32, 48) and arr["depth"].shape == (1, 32, 48) and (arr["depth"] > 0).all()
     # predict on an image of arbitrary size, both modes
     img = (np.random.default_rng(0).random((37, 53, 3)) * 255).astype(np.uint8)
     Image.fromarray(img).save(tmp_path / "x.png")
@@ -217,3 +222,11 @@ def test_eval_predict_and_table(synth_root, tmp_path, capsys):
     delta = multitask_delta(mt, {"semseg": s["semseg"], "depth": d["depth"]})
     row = [line for line in (tmp_path / "t.csv").read_text().splitlines() if line.startswith("nyud,MTL")][0]
     assert float(row.split(",")[-2]) == pytest.approx(delta, rel=1e-9)
+
+
+def test_bf16_autocast_and_channels_last_train(synth_root, tmp_path):
+    cfg = tiny_config(synth_root, tmp_path, **{"tasks": "SDNE", "train.amp": "bf16", "train.channels_last": True,
+                                               "schedule.iterations": 2, "train.eval_every": 2, "eval.edge_boundary": True})
+    best = Trainer(config_from_dict(cfg)).train()
+    assert np.isfinite(_losses(tmp_path / "t/r")).all()
+    assert 0 <= best["metrics"]["edges"]["odsF"] <= 100 and "oisF" in best["metrics"]["edges"]
