@@ -139,42 +139,36 @@ def _cylinder_hit(o, d, cx, cz, r, y1):
     return t, n
 
 
-def render_scene(seed: int, index: int, size=(128, 160), style: SceneStyle | str = "default") -> dict:
-    """Render scene ``index`` of the set with ``seed``.
+@dataclass
+class Scene:
+    """Everything that defines one procedural scene except the camera pose."""
 
-    Returns ``image (H, W, 3) uint8``, ``semseg (H, W) uint8`` (class ids 0..7),
-    ``depth (H, W) float32`` metres, ``normals (H, W, 3) float32`` camera frame,
-    ``edges (H, W) uint8`` 0/1, ``objects (H, W) int32`` and ``K (3, 3)``.
-    """
+    room: tuple[float, float, float]
+    objects: list
+    base: np.ndarray
+    obj_tint: np.ndarray
+    waves: np.ndarray
+    light: np.ndarray
+    style: SceneStyle
+    pos: np.ndarray  # reference camera position (world, y up)
+    R: np.ndarray  # reference camera axes (rows: x right, y down, z forward) in world coordinates
+
+
+def sample_scene(seed: int, index: int, style: SceneStyle | str = "default") -> Scene:
+    """Draw room, objects, appearance and the reference camera of scene ``index``."""
     st = STYLES[style] if isinstance(style, str) else style
     rng = np.random.default_rng([seed, index])
-    h, w = size
-    K = camera_intrinsics(w, h, st.hfov_deg)
     rx, rz, ry = rng.uniform(2.5, 4.5), rng.uniform(2.5, 4.5), rng.uniform(2.6, 3.2)
     pos = np.array([rng.uniform(-rx + 0.6, rx - 0.6), rng.uniform(*st.camera_height), rng.uniform(-rz + 0.6, rz - 0.6)])
     target = np.array([rng.uniform(-rx, rx), rng.uniform(0.2, 1.2), rng.uniform(-rz, rz)])
     while np.linalg.norm((target - pos)[[0, 2]]) < 1.5:
         target = np.array([rng.uniform(-rx, rx), rng.uniform(0.2, 1.2), rng.uniform(-rz, rz)])
     R = _look_at(pos, target, rng.uniform(-0.08, 0.08))
-    u, v = np.meshgrid(np.arange(w), np.arange(h))
-    dc = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((h, w))], -1).reshape(-1, 3)
-    d = dc @ R  # world directions whose camera z-component is 1: t = z-depth
-    n_pix = d.shape[0]
-    hits = _Hits(np.full(n_pix, np.inf), np.zeros((n_pix, 3)), np.zeros(n_pix, np.int64), np.zeros(n_pix, np.int64))
-    # room: 4 walls, floor, ceiling (inward normals)
-    planes = [(0, -rx, 1.0, WALL), (0, rx, -1.0, WALL), (2, -rz, 1.0, WALL), (2, rz, -1.0, WALL),
-              (1, 0.0, 1.0, FLOOR), (1, ry, -1.0, CEILING)]
-    for k, (axis, c, sgn, cls) in enumerate(planes):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (c - pos[axis]) / d[:, axis]
-        n = np.zeros(3)
-        n[axis] = sgn
-        hits.update(np.where(t > 0, t, np.inf), np.broadcast_to(n, d.shape), cls, k + 1)
     n_obj = int(rng.integers(st.num_objects[0], st.num_objects[1] + 1))
-    obj_id = len(planes) + 1
-    placed = 0
+    objects = []
+    obj_id = 7  # 1..6 are the room's planes
     for _ in range(n_obj * 4):
-        if placed >= n_obj:
+        if len(objects) >= n_obj:
             break
         kind = int(rng.choice([CABINET, TABLE, BALL, PILLAR, CRATE]))
         x, z = rng.uniform(-rx + 0.5, rx - 0.5), rng.uniform(-rz + 0.5, rz - 0.5)
@@ -185,34 +179,73 @@ def render_scene(seed: int, index: int, size=(128, 160), style: SceneStyle | str
                     TABLE: (rng.uniform(0.5, 0.9), rng.uniform(0.35, 0.4), rng.uniform(0.4, 0.6)),
                     CRATE: (rng.uniform(0.15, 0.3),) * 3}[kind]
             half = np.array(half)
-            t, n = _box_hit(pos, d, np.array([x, half[1], z]), half, rng.uniform(0, np.pi))
+            objects.append(("box", kind, obj_id, np.array([x, half[1], z]), half, rng.uniform(0, np.pi)))
         elif kind == BALL:
             r = rng.uniform(0.15, 0.45)
-            t, n = _sphere_hit(pos, d, np.array([x, r, z]), r)
+            objects.append(("sphere", kind, obj_id, np.array([x, r, z]), r))
         else:
-            t, n = _cylinder_hit(pos, d, x, z, rng.uniform(0.1, 0.3), rng.uniform(0.8, ry))
-        hits.update(t, n, kind, obj_id)
+            objects.append(("cylinder", kind, obj_id, x, z, rng.uniform(0.1, 0.3), rng.uniform(0.8, ry)))
         obj_id += 1
-        placed += 1
-    depth = hits.t.reshape(h, w)
-    p = pos + hits.t[:, None] * d
-    # shading: per-class colour with jitter and texture, Lambertian light + ambient
     base = np.array([_BASE_COLORS[c] for c in range(len(SYNTH_CLASSES))])
     base = np.clip(base + rng.uniform(-st.color_jitter, st.color_jitter, base.shape) + np.array(st.hue_shift), 0.03, 1)
     obj_tint = np.clip(1 + rng.uniform(-0.15, 0.15, (obj_id + 1, 3)), 0.5, 1.5)
-    albedo = base[hits.cls] * obj_tint[hits.obj]
     waves = rng.uniform(-1, 1, (3, 4)) * np.array([1, 1, 1, np.pi])
-    tex = 1 + 0.18 * _noise(p, waves, 3.0 * st.texture_scale)
+    light = np.array([rng.uniform(-0.6, 0.6), 1.0, rng.uniform(-0.6, 0.6)])
+    light /= np.linalg.norm(light)
+    return Scene((rx, ry, rz), objects, base, obj_tint, waves, light, st, pos, R)
+
+
+def render_view(scene: Scene, size, pos: np.ndarray | None = None, R: np.ndarray | None = None,
+                noise_seed: int | None = None) -> dict:
+    """Ray-cast ``scene`` from camera ``(pos, R)`` (default: the reference camera).
+
+    Shading is view-independent (Lambertian + a fill light fixed to the reference camera),
+    so views of the same scene are photometrically consistent up to the pixel noise.
+    """
+    st = scene.style
+    pos = scene.pos if pos is None else pos
+    R = scene.R if R is None else R
+    h, w = size
+    K = camera_intrinsics(w, h, st.hfov_deg)
+    rx, ry, rz = scene.room
+    u, v = np.meshgrid(np.arange(w), np.arange(h))
+    dc = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones((h, w))], -1).reshape(-1, 3)
+    d = dc @ R  # world directions whose camera z-component is 1: t = z-depth
+    n_pix = d.shape[0]
+    hits = _Hits(np.full(n_pix, np.inf), np.zeros((n_pix, 3)), np.zeros(n_pix, np.int64), np.zeros(n_pix, np.int64))
+    planes = [(0, -rx, 1.0, WALL), (0, rx, -1.0, WALL), (2, -rz, 1.0, WALL), (2, rz, -1.0, WALL),
+              (1, 0.0, 1.0, FLOOR), (1, ry, -1.0, CEILING)]
+    for k, (axis, c, sgn, cls) in enumerate(planes):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (c - pos[axis]) / d[:, axis]
+        n = np.zeros(3)
+        n[axis] = sgn
+        hits.update(np.where(t > 0, t, np.inf), np.broadcast_to(n, d.shape), cls, k + 1)
+    for obj in scene.objects:
+        if obj[0] == "box":
+            _, cls, oid, center, half, yaw = obj
+            t, n = _box_hit(pos, d, center, half, yaw)
+        elif obj[0] == "sphere":
+            _, cls, oid, center, r = obj
+            t, n = _sphere_hit(pos, d, center, r)
+        else:
+            _, cls, oid, x, z, r, y1 = obj
+            t, n = _cylinder_hit(pos, d, x, z, r, y1)
+        hits.update(t, n, cls, oid)
+    depth = hits.t.reshape(h, w)
+    p = pos + hits.t[:, None] * d
+    albedo = scene.base[hits.cls] * scene.obj_tint[hits.obj]
+    tex = 1 + 0.18 * _noise(p, scene.waves, 3.0 * st.texture_scale)
     checker = ((np.floor(p[:, 0] * 2 * st.texture_scale) + np.floor(p[:, 2] * 2 * st.texture_scale)) % 2) * 0.25 + 0.85
     stripes = 0.9 + 0.1 * np.sign(np.sin(p[:, 1] * 12 * st.texture_scale))
     tex = np.where(hits.cls == FLOOR, checker, np.where(hits.cls == WALL, stripes * tex, tex))
-    light = np.array([rng.uniform(-0.6, 0.6), 1.0, rng.uniform(-0.6, 0.6)])
-    light /= np.linalg.norm(light)
-    lam = np.clip(hits.n @ light, 0, 1)
-    fill = np.clip(-(hits.n @ R[2]), 0, 1) * 0.25  # headlight, keeps faces readable
+    lam = np.clip(hits.n @ scene.light, 0, 1)
+    fill = np.clip(-(hits.n @ scene.R[2]), 0, 1) * 0.25  # fill light along the reference view
     shade = st.ambient + st.light * lam + fill
     rgb = np.clip(albedo * tex[:, None] * shade[:, None], 0, 1) ** st.gamma
-    rgb = np.clip(rgb + rng.normal(0, st.noise, rgb.shape), 0, 1)
+    if st.noise > 0:
+        rng = np.random.default_rng(noise_seed)
+        rgb = np.clip(rgb + rng.normal(0, st.noise, rgb.shape), 0, 1)
     image = (rgb.reshape(h, w, 3) * 255 + 0.5).astype(np.uint8)
     normals = (hits.n @ R.T).reshape(h, w, 3).astype(np.float32)  # world -> camera frame
     objects = hits.obj.reshape(h, w).astype(np.int32)
@@ -220,7 +253,52 @@ def render_scene(seed: int, index: int, size=(128, 160), style: SceneStyle | str
 
     edges = edges_from_labels(objects, depth, depth_jump=0.05)
     return {"image": image, "semseg": hits.cls.reshape(h, w).astype(np.uint8), "depth": depth.astype(np.float32),
-            "normals": normals, "edges": edges, "objects": objects, "K": K}
+            "normals": normals, "edges": edges, "objects": objects, "K": K, "pos": pos, "R": R}
+
+
+def render_scene(seed: int, index: int, size=(128, 160), style: SceneStyle | str = "default") -> dict:
+    """Render scene ``index`` of the set with ``seed`` from its reference camera.
+
+    Returns ``image (H, W, 3) uint8``, ``semseg (H, W) uint8`` (class ids 0..7),
+    ``depth (H, W) float32`` metres, ``normals (H, W, 3) float32`` camera frame,
+    ``edges (H, W) uint8`` 0/1, ``objects (H, W) int32``, ``K (3, 3)`` and the camera pose.
+    """
+    return render_view(sample_scene(seed, index, style), size, noise_seed=(seed, index))
+
+
+def relative_pose(pos_a, R_a, pos_b, R_b) -> np.ndarray:
+    """4x4 transform taking camera-a coordinates to camera-b coordinates (X_b = T X_a)."""
+    # X_cam = R (X_world - pos)  =>  X_world = R^T X_cam + pos
+    T = np.eye(4)
+    T[:3, :3] = R_b @ R_a.T
+    T[:3, 3] = R_b @ (pos_a - pos_b)
+    return T
+
+
+def render_sequence(seed: int, index: int, size=(128, 160), style: SceneStyle | str = "default",
+                    max_translation: float = 0.08, max_rotation_deg: float = 2.0) -> dict:
+    """Frames t-1, t, t+1 of a camera moving by small known rigid motions around scene ``index``.
+
+    Returns ``{"frames": [view(t-1), view(t), view(t+1)], "T_t_to_prev", "T_t_to_next"}`` with
+    4x4 transforms mapping camera-t coordinates into the neighbour's camera coordinates.
+    """
+    scene = sample_scene(seed, index, style)
+    rng = np.random.default_rng([seed, index, 1])
+    views = {}
+    for k in (-1, 1):
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        ang = np.radians(rng.uniform(-max_rotation_deg, max_rotation_deg))
+        K_ = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        dR = np.eye(3) + np.sin(ang) * K_ + (1 - np.cos(ang)) * (K_ @ K_)
+        step = rng.uniform(-max_translation, max_translation, 3) + scene.R[2] * max_translation * k
+        views[k] = (scene.pos + step, dR @ scene.R)
+    frames = [render_view(scene, size, *views[-1], noise_seed=(seed, index, 0)),
+              render_view(scene, size, noise_seed=(seed, index, 1)),
+              render_view(scene, size, *views[1], noise_seed=(seed, index, 2))]
+    return {"frames": frames,
+            "T_t_to_prev": relative_pose(scene.pos, scene.R, *views[-1]),
+            "T_t_to_next": relative_pose(scene.pos, scene.R, *views[1])}
 
 
 def _write_one(args):
