@@ -306,3 +306,13 @@ def test_verify_lines_name_files(tmp_path, capsys):
     assert main(["data", "verify", "--dataset", "cityscapes", "--root", str(tmp_path), "--splits", "val"]) == 1
     out = capsys.readouterr().out
     assert "1 ok, 1 bad" in out and "frankfurt_000000_000001_gtFine_labelIds.png: unknown class id(s) [200]" in out
+
+
+def test_edges_ignore_void_and_missing_depth():
+    from densemtl.data import edges_from_labels
+
+    seg = np.array([[0, 0, 255, 255], [0, 1, 1, 255]], np.uint8)
+    e = edges_from_labels(seg)
+    assert e.tolist() == [[0, 0, 0, 0], [0, 1, 0, 0]]
+    depth = np.array([[5.0, 0.0, 5.0, 2.0]], np.float32)
+    assert edges_from_labels(depth=depth).tolist() == [[0, 0, 0, 1]]

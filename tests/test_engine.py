@@ -215,12 +215,12 @@ def test_eval_predict_and_table(synth_root, tmp_path, capsys):
     capsys.readouterr()
     assert main(["table", str(tmp_path / "t"), "--csv", str(tmp_path / "t.csv")]) == 0
     out = capsys.readouterr().out
-    assert "| STL |" in out and "| MTL |" in out
+    assert "| STL (resnet18) |" in out and "| MTL (resnet18) |" in out
     from densemtl.engine.report import load_run
 
     s, d, mt = (load_run(r)["metrics"] for r in runs)
     delta = multitask_delta(mt, {"semseg": s["semseg"], "depth": d["depth"]})
-    row = [line for line in (tmp_path / "t.csv").read_text().splitlines() if line.startswith("nyud,MTL")][0]
+    row = [line for line in (tmp_path / "t.csv").read_text().splitlines() if line.startswith("nyud,MTL (resnet18)")][0]
     assert float(row.split(",")[-2]) == pytest.approx(delta, rel=1e-9)
 
 
@@ -230,3 +230,17 @@ def test_bf16_autocast_and_channels_last_train(synth_root, tmp_path):
     best = Trainer(config_from_dict(cfg)).train()
     assert np.isfinite(_losses(tmp_path / "t/r")).all()
     assert 0 <= best["metrics"]["edges"]["odsF"] <= 100 and "oisF" in best["metrics"]["edges"]
+
+
+def test_sampler_shards_cover_every_rank_even_with_few_samples():
+    from densemtl.engine.sampler import ResumableSampler
+
+    counts = [len(ResumableSampler(1, seed=0, rank=r, world=4)) for r in range(4)]
+    assert counts == [1, 1, 1, 1]
+    shards = [list(ResumableSampler(10, seed=3, rank=r, world=3)) for r in range(3)]
+    assert all(len(s) == 4 for s in shards) and set(sum(shards, [])) == set(range(10))
+    s = ResumableSampler(10, seed=3)
+    s.set_epoch(2, start=4)
+    full = ResumableSampler(10, seed=3)
+    full.set_epoch(2)
+    assert list(s) == list(full)[4:]

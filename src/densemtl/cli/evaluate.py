@@ -30,9 +30,10 @@ def run(args) -> int:
 
     ckpt = load_checkpoint(args.target)
     device = init_from_env()
-    if not ckpt.get("config"):
-        raise ValueError(f"{ckpt['path']} holds no training config; give the dataset with data.dataset=... data.root=...")
-    cfg = apply_overrides(config_from_dict(ckpt["config"]), args.overrides)
+    base = ckpt.get("config") or {"tasks": list(ckpt["model_config"]["tasks"])}
+    cfg = apply_overrides(config_from_dict(base), args.overrides)
+    if not ckpt.get("config") and not any(o.startswith("data.root=") for o in args.overrides):
+        raise ValueError(f"{ckpt['path']} holds no training config: give the data, e.g. data.dataset=nyud data.root=/path")
     if args.batch_size:
         cfg.data.val_batch_size = args.batch_size
     model = model_from_config(ckpt["model_config"])

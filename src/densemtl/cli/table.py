@@ -31,7 +31,16 @@ def find_runs(paths) -> list[Path]:
 def run(args) -> int:
     from ..engine.report import build_table, load_run, to_csv, to_markdown
 
-    runs = [load_run(p, args.use) for p in find_runs(args.runs)]
+    import sys
+
+    runs = []
+    for p in find_runs(args.runs):
+        try:
+            runs.append(load_run(p, args.use))
+        except ValueError as e:  # still training, no evaluation yet
+            print(f"skipping {e}", file=sys.stderr)
+    if not runs:
+        raise ValueError("none of the runs has an evaluation yet")
     table = build_table(runs)
     md = to_markdown(table)
     print(md)

@@ -15,19 +15,22 @@ from .transforms import hflip_sample, random_scale_crop, resize_sample, to_tenso
 
 def edges_from_labels(semseg: np.ndarray | None = None, depth: np.ndarray | None = None,
                       depth_jump: float = 0.1) -> np.ndarray:
-    """Edge map (uint8 0/1): semantic boundaries and relative depth discontinuities (> 10 %)."""
+    """Edge map (uint8 0/1): semantic boundaries and relative depth discontinuities (> 10 %);
+    comparisons with void labels (255) or missing depth (<= 0) are not edges."""
     ref = semseg if semseg is not None else depth
     edges = np.zeros(ref.shape, bool)
     if semseg is not None:
         s = semseg.astype(np.int32)
-        edges[:, 1:] |= s[:, 1:] != s[:, :-1]
-        edges[1:, :] |= s[1:, :] != s[:-1, :]
+        ok = s != 255  # no boundary against void
+        edges[:, 1:] |= (s[:, 1:] != s[:, :-1]) & ok[:, 1:] & ok[:, :-1]
+        edges[1:, :] |= (s[1:, :] != s[:-1, :]) & ok[1:, :] & ok[:-1, :]
     if depth is not None:
         d = depth.astype(np.float64)
+        ok = np.isfinite(d) & (d > 0)  # no discontinuity against missing depth
         rel_x = np.abs(d[:, 1:] - d[:, :-1]) / np.maximum(np.minimum(d[:, 1:], d[:, :-1]), 1e-6)
         rel_y = np.abs(d[1:, :] - d[:-1, :]) / np.maximum(np.minimum(d[1:, :], d[:-1, :]), 1e-6)
-        edges[:, 1:] |= rel_x > depth_jump
-        edges[1:, :] |= rel_y > depth_jump
+        edges[:, 1:] |= (rel_x > depth_jump) & ok[:, 1:] & ok[:, :-1]
+        edges[1:, :] |= (rel_y > depth_jump) & ok[1:, :] & ok[:-1, :]
     return edges.astype(np.uint8)
 
 

@@ -133,5 +133,5 @@ class NYUDv2(DenseDataset):
             e = read_npy(p, "edges") if p.suffix == ".npy" else read_png(p, "edges")
             e = e.squeeze()
             self._check_hw(e, p, "edges", hw)
-            labels["edges"] = (e > (0.5 if p.suffix == ".npy" else 127)).astype(np.uint8)
+            labels["edges"] = (e > (0.5 if e.max(initial=0) <= 1 else 127)).astype(np.uint8)  # 0/1 or 0/255
         return {"image": image, "labels": labels, "K": K, "id": str(i)}

@@ -101,4 +101,5 @@ def set_rng_state(state: dict) -> None:
     p = state["python"]
     random.setstate((p[0], tuple(p[1]), p[2]))
     if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)

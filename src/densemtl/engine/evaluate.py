@@ -42,7 +42,7 @@ def evaluate(model, loader, tasks, meter_options: dict, device: torch.device, am
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with amp_context(device, amp):
-            out = model(x)
+            out = net(x)  # the bare module: no DDP collectives, so ranks with fewer batches cannot hang
         decoded = {}
         for t in tasks:
             label = batch["labels"][t].to(device)

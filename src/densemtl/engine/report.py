@@ -87,12 +87,14 @@ def build_table(runs: list[dict]) -> dict:
         if key[1] != "stl" and all(t in base for t in tasks):
             deltas = [multitask_delta({t: r["metrics"][t] for t in tasks}, {t: base[t] for t in tasks}, tasks) for r in rs]
             delta = _mean_std(deltas)
-        rows.append({"dataset": key[0], "method": method_label(rs[0]["config"]), "tasks": list(tasks), "n": len(rs),
+        label = method_label(rs[0]["config"]) + ("" if key[3] == "resnet101" else f" ({key[3]})")
+        rows.append({"dataset": key[0], "method": label, "backbone": key[3], "tasks": list(tasks), "n": len(rs),
                      "metrics": metrics, "delta": delta, "runs": [r["dir"] for r in rs]})
     # one STL row per dataset combining the single-task networks
     merged = []
     for r in rows:
-        if r["method"] == "STL" and merged and merged[-1]["method"] == "STL" and merged[-1]["dataset"] == r["dataset"]:
+        if (r["method"].startswith("STL") and merged and merged[-1]["method"] == r["method"]
+                and merged[-1]["dataset"] == r["dataset"] and merged[-1]["backbone"] == r["backbone"]):
             merged[-1]["metrics"].update(r["metrics"])
             merged[-1]["tasks"] = list(parse_task_set(merged[-1]["tasks"] + r["tasks"]))
             merged[-1]["runs"] += r["runs"]

@@ -26,8 +26,9 @@ class ResumableSampler(Sampler[int]):
             idx = torch.randperm(self.n, generator=g).tolist()
         else:
             idx = list(range(self.n))
-        if self.pad and self.world > 1 and len(idx) % self.world:
-            idx += idx[: self.world - len(idx) % self.world]
+        if self.pad and self.world > 1 and idx and len(idx) % self.world:
+            extra = self.world - len(idx) % self.world
+            idx += [idx[i % len(idx)] for i in range(extra)]
         return idx[self.rank :: self.world]
 
     def __iter__(self):

@@ -133,6 +133,11 @@ class Trainer:
         import json
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = self.metrics_log.path
+        if log.is_file():
+            # resume: drop records written after the checkpoint; a new run: start afresh
+            keep = [r for r in self.metrics_log.read() if resume and r.get("iter", 0) <= self.iter]
+            log.write_text("".join(json.dumps(r) + "\n" for r in keep))
         (self.run_dir / "checkpoints").mkdir(exist_ok=True)
         save_config(self.cfg, self.run_dir / "config.yaml")
         env = environment(self.device)
@@ -202,12 +207,13 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
             logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, float(cfg.optim.clip_grad_norm)))
-        self.scaler.step(self.optimizer)
+        if not math.isfinite(logs["loss"]) and not self.scaler.is_enabled():
+            # before the step: the weights stay those of the last good iteration
+            raise FloatingPointError(f"non-finite loss {logs['loss']} at iteration {self.iter + 1}: {logs}")
+        self.scaler.step(self.optimizer)  # with fp16 the scaler skips non-finite steps itself
         self.scaler.update()
         self.scheduler.step()
         self.weighting.step_end()
-        if not math.isfinite(logs["loss"]):
-            raise FloatingPointError(f"non-finite loss {logs['loss']} at iteration {self.iter + 1}: {logs}")
         return logs
 
     def train(self) -> dict | None:
@@ -238,7 +244,7 @@ class Trainer:
             for h in self.hooks:
                 h.after_train(self)
             if self.tb is not None:
-                self.tb.flush()
+                self.tb.close()
         barrier()
         return self.best
 
@@ -263,12 +269,13 @@ class Trainer:
             t = self.tasks[0]
             return heads[t] if get_task(t).higher_is_better else -heads[t]
         if self.select_ref is None:
-            self.select_ref = heads
-        score = 0.0
-        for t, v in heads.items():
-            ref = self.select_ref[t] or 1e-12
-            score += (1 if get_task(t).higher_is_better else -1) * (v - ref) / abs(ref)
-        return score / len(self.tasks)
+            self.select_ref = {}
+        for t, v in heads.items():  # a task's reference is its first finite, non-zero value
+            if t not in self.select_ref and math.isfinite(v) and v != 0:
+                self.select_ref[t] = v
+        terms = [(1 if get_task(t).higher_is_better else -1) * (heads[t] - ref) / abs(ref)
+                 for t, ref in self.select_ref.items() if math.isfinite(heads[t])]
+        return sum(terms) / len(terms) if terms else 0.0
 
     @torch.no_grad()
     def log_images(self, max_images: int = 2) -> None:

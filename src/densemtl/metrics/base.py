@@ -44,5 +44,9 @@ class Meter:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            for v in self.state.values():
-                dist.all_reduce(v, op=dist.ReduceOp.SUM)
+            # NCCL reduces CUDA tensors only; the states live on the CPU
+            dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+            for k, v in self.state.items():
+                t = v.to(dev) if dev is not None else v
+                dist.all_reduce(t, op=dist.ReduceOp.SUM)
+                self.state[k] = t.cpu() if dev is not None else t
