@@ -88,3 +88,53 @@ def test_automask_three_identical_frames_give_zero_loss():
     y = torch.roll(x, 1, dims=-1)
     loss2, mask2 = min_reprojection_loss(x, [x.clone()], [y], generator=torch.Generator().manual_seed(1))
     assert mask2.float().mean() > 0.95 and abs(float(loss2)) < 1e-4
+
+
+def test_procedural_sequences_load_and_flip_consistently(tmp_path):
+    from densemtl.data import collate, create_dataset
+    from densemtl.data.synth import generate_dataset
+
+    root = generate_dataset(tmp_path / "seq", num=4, size=(64, 80), seed=0, workers=1, progress=False, sequences=True)
+    ds = create_dataset("nyud", root, "train", "SD", sequence=True, augment=False)
+    s = ds.load(0)
+    assert set(s["frames"]) == {-1, 1} and s["frames"][1].shape == s["image"].shape
+    from densemtl.data.transforms import hflip_sample, to_tensors
+
+    for sample in (s, hflip_sample(s)):
+        t = to_tensors(sample)
+        img, depth, K = t["image"][None].double(), t["labels"]["depth"][None].double(), t["K"][None].double()
+        T = t["poses"][1][None].double()
+        good = photometric_error(warp_frame(t["frames"][1][None].double(), depth, K, T), img).median()
+        S = torch.diag(torch.tensor([-1.0, 1, 1, 1], dtype=torch.float64))
+        wrong = photometric_error(warp_frame(t["frames"][1][None].double(), depth, K, S @ T @ S), img).median()
+        assert float(good) < float(wrong)  # the (flipped) pose explains the (flipped) frames
+    b = collate([ds[0], ds[1]])
+    assert b["frames"][-1].shape == (2, 3, 64, 80) and b["poses"][1].shape == (2, 4, 4)
+    with pytest.raises(ValueError, match="sequence=True is not supported"):
+        create_dataset("cityscapes", tmp_path, "val", "S", sequence=True)
+
+
+def test_posenet_and_disparity_task():
+    from densemtl.metrics import DepthMeter
+    from densemtl.selfsup import PoseNet
+    from densemtl.selfsup.disparity import sigmoid_to_depth
+    from densemtl.tasks import get_task
+
+    net = PoseNet()
+    assert net.encoder.conv1.in_channels == 6
+    aa, t = net(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert aa.shape == t.shape == (2, 3) and float(aa.abs().max()) < 0.1
+    T_prev = net.relative_pose(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 64), source_is_previous=True)
+    assert T_prev.shape == (1, 4, 4)
+    d = sigmoid_to_depth(torch.tensor([0.0, 1.0]))
+    assert d.tolist() == pytest.approx([100.0, 0.1])
+    task = get_task("disparity")
+    assert task.letter == "P" and not task.higher_is_better
+    gt = torch.rand(2, 1, 8, 8) * 10 + 1
+    m = task.meter(max_depth=80.0)
+    m.update(gt * 2.5, gt)  # scale-ambiguous prediction: median scaling removes the factor
+    r = m.compute()
+    assert r["abs_rel"] == pytest.approx(0.0, abs=1e-6) and r["delta1"] == pytest.approx(100.0)
+    plain = DepthMeter(1e-3, 80.0)
+    plain.update(gt * 2.5, gt)
+    assert plain.compute()["abs_rel"] == pytest.approx(1.5, rel=1e-6)

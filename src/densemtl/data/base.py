@@ -54,6 +54,8 @@ class DenseDataset(torch.utils.data.Dataset):
         edge_aware_normals: weight the normals-from-depth by colour similarity.
         normals_smooth_sigma: Gaussian smoothing (pixels) of depth before deriving normals.
         seed: split seed (Synthia, VKITTI2) and augmentation base seed.
+        sequence: also return the neighbour frames ``frames {-1, 1}`` (and ground-truth
+            ``poses`` where the dataset has them), transformed like the frame itself.
     """
 
     name = ""
@@ -64,10 +66,11 @@ class DenseDataset(torch.utils.data.Dataset):
     native_tasks: tuple[str, ...] = ("semseg", "depth")
     derivable = {"normals": ("depth",), "edges": ("semseg",)}
     splits = ("train", "val")
+    supports_sequence = False  # yields neighbour frames t-1, t+1 with sequence=True
 
     def __init__(self, root, split: str = "train", tasks="SD", size=None, augment: bool | None = None,
                  scale_crop=None, edge_aware_normals: bool = False, normals_smooth_sigma: float = 0.0,
-                 seed: int = 0, limit: int | None = None):
+                 seed: int = 0, limit: int | None = None, sequence: bool = False):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(f"dataset root {self.root} does not exist (dataset '{self.name}'); "
@@ -86,6 +89,9 @@ class DenseDataset(torch.utils.data.Dataset):
         self.normals_smooth_sigma = float(normals_smooth_sigma)
         self.seed = int(seed)
         self.epoch = 0
+        if sequence and not self.supports_sequence:
+            raise ValueError(f"dataset '{self.name}' has no video frames (sequence=True is not supported)")
+        self.sequence = bool(sequence)
         self._setup()
         self.records = self._records()
         if limit is not None:
@@ -129,6 +135,13 @@ class DenseDataset(torch.utils.data.Dataset):
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise DataError(f"{raw['id']}: image must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
         sample = {"image": img.astype(np.float32) / 255.0, "labels": raw["labels"], "K": raw["K"], "id": raw["id"]}
+        if "frames" in raw:
+            for k, f in raw["frames"].items():
+                if f.shape != img.shape:
+                    raise DataError(f"{raw['id']}: neighbour frame {k:+d} is {f.shape}, the frame is {img.shape}")
+            sample["frames"] = {k: f.astype(np.float32) / 255.0 for k, f in raw["frames"].items()}
+        if "poses" in raw:
+            sample["poses"] = raw["poses"]
         sample = resize_sample(sample, self.size)
         labels = sample["labels"]
         if "normals" in self.tasks and "normals" not in labels:
@@ -160,9 +173,13 @@ class DenseDataset(torch.utils.data.Dataset):
 
 def collate(batch: list[dict]) -> dict:
     """Stack samples into a batch: ``image (B, 3, H, W)``, ``labels {task: (B, ...)}``, ``K``, ``id`` list."""
-    return {
+    out = {
         "image": torch.stack([b["image"] for b in batch]),
         "K": torch.stack([b["K"] for b in batch]),
         "id": [b["id"] for b in batch],
         "labels": {t: torch.stack([b["labels"][t] for b in batch]) for t in batch[0]["labels"]},
     }
+    for key in ("frames", "poses"):
+        if key in batch[0]:
+            out[key] = {k: torch.stack([b[key][k] for b in batch]) for k in batch[0][key]}
+    return out

@@ -55,6 +55,8 @@ class NYUDv2(DenseDataset):
     native_tasks = ("semseg", "depth", "normals", "edges")
     official_split_sizes = {"train": 795, "val": 654}
 
+    supports_sequence = True
+
     def _setup(self):
         meta_path = self.root / "dataset.json"
         self.meta = read_json(meta_path, "dataset metadata") if meta_path.is_file() else {}
@@ -134,4 +136,9 @@ class NYUDv2(DenseDataset):
             e = e.squeeze()
             self._check_hw(e, p, "edges", hw)
             labels["edges"] = (e > (0.5 if e.max(initial=0) <= 1 else 127)).astype(np.uint8)  # 0/1 or 0/255
-        return {"image": image, "labels": labels, "K": K, "id": str(i)}
+        out = {"image": image, "labels": labels, "K": K, "id": str(i)}
+        if self.sequence:  # procedural sequences: sequence/<id>_{prev,next}.png and poses/<id>.json
+            out["frames"] = {k: read_rgb(self.root / "sequence" / f"{i}_{name}.png") for k, name in ((-1, "prev"), (1, "next"))}
+            pose = read_json(self.root / "poses" / f"{i}.json", "relative poses")
+            out["poses"] = {-1: np.array(pose["T_t_to_prev"]), 1: np.array(pose["T_t_to_next"])}
+        return out

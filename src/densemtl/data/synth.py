@@ -302,12 +302,21 @@ def render_sequence(seed: int, index: int, size=(128, 160), style: SceneStyle | 
 
 
 def _write_one(args):
-    out, seed, index, size, style = args
+    out, seed, index, size, style, sequences = args
     from .io import write_png
     from .nyud import encode_normals_png
 
-    s = render_scene(seed, index, size, style)
     name = f"{index:05d}"
+    if sequences:
+        q = render_sequence(seed, index, size, style)
+        s = q["frames"][1]
+        write_png(out / "sequence" / f"{name}_prev.png", q["frames"][0]["image"])
+        write_png(out / "sequence" / f"{name}_next.png", q["frames"][2]["image"])
+        (out / "poses").mkdir(parents=True, exist_ok=True)
+        (out / "poses" / f"{name}.json").write_text(json.dumps(
+            {"T_t_to_prev": q["T_t_to_prev"].tolist(), "T_t_to_next": q["T_t_to_next"].tolist()}))
+    else:
+        s = render_scene(seed, index, size, style)
     write_png(out / "images" / f"{name}.png", s["image"])
     write_png(out / "segmentation" / f"{name}.png", s["semseg"] + 1)  # 0 = void, 1..8 classes
     np.save(out / "depth" / f"{name}.npy", s["depth"])
@@ -317,11 +326,15 @@ def _write_one(args):
 
 
 def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style: str = "default",
-                     val_fraction: float = 0.2, workers: int | None = None, progress: bool = True) -> Path:
+                     val_fraction: float = 0.2, workers: int | None = None, progress: bool = True,
+                     sequences: bool = False) -> Path:
     """Write ``num`` scenes in the NYUDv2 layout under ``out``; returns ``out``.
 
     Split: a seeded permutation, 80 % train / 20 % val (disjoint). ``workers`` processes
-    render in parallel (default: all CPU cores).
+    render in parallel (default: all CPU cores). ``sequences`` also writes the neighbour
+    frames t-1 / t+1 of a small known camera motion (``sequence/<id>_{prev,next}.png``) and
+    the relative poses (``poses/<id>.json``: 4x4 camera-t -> neighbour transforms); read them
+    with ``create_dataset("nyud", root, sequence=True)``.
     """
     from .splits import seeded_split
 
@@ -338,9 +351,9 @@ def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style
         "name": "densemtl procedural indoor scenes", "num_classes": len(SYNTH_CLASSES), "class_names": list(SYNTH_CLASSES),
         "intrinsics": {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "width": w, "height": h},
         "default_size": [h, w], "depth_range": [1e-3, 20.0], "normals_frame": "opencv (x right, y down, z forward)",
-        "seed": seed, "num": num, "style": style, "style_params": asdict(STYLES[style]),
+        "seed": seed, "num": num, "style": style, "style_params": asdict(STYLES[style]), "sequences": sequences,
     }
-    jobs = [(out, seed, i, (h, w), style) for i in range(num)]
+    jobs = [(out, seed, i, (h, w), style, sequences) for i in range(num)]
     workers = workers or os.cpu_count() or 1
     from tqdm import tqdm
 

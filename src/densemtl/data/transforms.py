@@ -36,6 +36,8 @@ def resize_sample(sample: dict, size: tuple[int, int]) -> dict:
         return sample
     out = dict(sample)
     out["image"] = _resize(sample["image"], size, "bilinear")
+    if "frames" in sample:
+        out["frames"] = {k: _resize(v, size, "bilinear") for k, v in sample["frames"].items()}
     out["labels"] = {t: _resize(v, size, "nearest") for t, v in sample["labels"].items()}
     out["K"] = scale_intrinsics(sample["K"], size[1] / w0, size[0] / h0)
     return out
@@ -45,6 +47,11 @@ def hflip_sample(sample: dict) -> dict:
     """Mirror horizontally: normals' x negated, principal point mirrored."""
     out = dict(sample)
     out["image"] = sample["image"][:, ::-1].copy()
+    if "frames" in sample:
+        out["frames"] = {k: v[:, ::-1].copy() for k, v in sample["frames"].items()}
+    if "poses" in sample:  # mirror the rigid motions: S T S with S = diag(-1, 1, 1, 1)
+        S = np.diag([-1.0, 1.0, 1.0, 1.0])
+        out["poses"] = {k: S @ T @ S for k, T in sample["poses"].items()}
     labels = {}
     for t, v in sample["labels"].items():
         v = v[:, ::-1].copy()
@@ -70,6 +77,8 @@ def random_scale_crop(sample: dict, rng: np.random.Generator, scale_range=(1.0, 
     top, left = int(rng.integers(0, nh - h + 1)), int(rng.integers(0, nw - w + 1))
     out = dict(big)
     out["image"] = big["image"][top:top + h, left:left + w]
+    if "frames" in big:
+        out["frames"] = {k: v[top:top + h, left:left + w] for k, v in big["frames"].items()}
     out["labels"] = {t: v[top:top + h, left:left + w] for t, v in big["labels"].items()}
     out["K"] = crop_intrinsics(big["K"], top, left)
     return out
@@ -83,6 +92,10 @@ def to_tensors(sample: dict) -> dict:
         "id": sample["id"],
         "labels": {},
     }
+    if "frames" in sample:  # neighbour frames of a video sample, e.g. {-1: prev, 1: next}
+        out["frames"] = {k: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))).float() for k, v in sample["frames"].items()}
+    if "poses" in sample:  # ground-truth 4x4 transforms, camera t -> camera t+k
+        out["poses"] = {k: torch.from_numpy(np.asarray(T, dtype=np.float32)) for k, T in sample["poses"].items()}
     for t, v in sample["labels"].items():
         v = np.ascontiguousarray(v)
         if t == "semseg":

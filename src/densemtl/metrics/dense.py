@@ -64,13 +64,16 @@ class DepthMeter(Meter):
     in ``(min_depth, max_depth]``; predictions are clamped to ``[min_depth, max_depth]``.
     ``rmse`` = sqrt(mean over images of the per-image MSE) (the paper's protocol; images with
     no valid pixel are skipped); ``rmse_pixel`` pools all pixels; plus ``abs_rel``, ``sq_rel``,
-    ``rmse_log``, ``delta1..3`` (% of pixels with max(p/g, g/p) < 1.25^k).
+    ``rmse_log``, ``delta1..3`` (% of pixels with max(p/g, g/p) < 1.25^k). With
+    ``median_scaling`` each prediction is first multiplied by median(GT) / median(prediction)
+    over its valid pixels (the self-supervised depth protocol).
     """
 
     task = "depth"
     _KEYS = ("sq", "abs_rel", "sq_rel", "log_sq", "d1", "d2", "d3")
 
-    def __init__(self, min_depth: float = 1e-3, max_depth: float = 80.0):
+    def __init__(self, min_depth: float = 1e-3, max_depth: float = 80.0, median_scaling: bool = False):
+        self.median_scaling = bool(median_scaling)
         if not 0 <= min_depth < max_depth:
             raise ValueError(f"depth range must satisfy 0 <= min_depth < max_depth, got {min_depth}, {max_depth}")
         self.min_depth, self.max_depth = float(min_depth), float(max_depth)
@@ -87,9 +90,14 @@ class DepthMeter(Meter):
         if pred.shape != label.shape:
             raise ValueError(f"depth: prediction and label sizes differ ({pred.shape[1]} vs {label.shape[1]} pixels)")
         self._check(prediction=pred, label=label)
-        p = pred.double().clamp(self.min_depth, self.max_depth)
         g = label.double()
         valid = (g > self.min_depth) & (g <= self.max_depth)
+        p = pred.double()
+        if self.median_scaling:  # scale-ambiguous (self-supervised) depth: per-image median ratio
+            for b in range(p.shape[0]):
+                if valid[b].any():
+                    p[b] = p[b] * g[b][valid[b]].median() / p[b][valid[b]].median().clamp_min(1e-12)
+        p = p.clamp(self.min_depth, self.max_depth)
         g = torch.where(valid, g, torch.ones_like(g))
         p = torch.where(valid, p, torch.ones_like(p))
         v = valid.double()
