@@ -111,7 +111,7 @@ def test_procedural_sequences_load_and_flip_consistently(tmp_path):
     b = collate([ds[0], ds[1]])
     assert b["frames"][-1].shape == (2, 3, 64, 80) and b["poses"][1].shape == (2, 4, 4)
     with pytest.raises(ValueError, match="sequence=True is not supported"):
-        create_dataset("cityscapes", tmp_path, "val", "S", sequence=True)
+        create_dataset("synthia", tmp_path, "all", "S", sequence=True)
 
 
 def test_posenet_and_disparity_task():
@@ -138,3 +138,50 @@ def test_posenet_and_disparity_task():
     plain = DepthMeter(1e-3, 80.0)
     plain.update(gt * 2.5, gt)
     assert plain.compute()["abs_rel"] == pytest.approx(1.5, rel=1e-6)
+
+
+def test_cityscapes_sequence_layout_and_missing_neighbour(tmp_path):
+    from PIL import Image
+
+    from data_fixtures import write_cityscapes
+    from densemtl.data import DataError, create_dataset
+
+    stems = write_cityscapes(tmp_path, "val", n=1, h=16, w=32)
+    city, name = stems[0].split("/")
+    seq_dir = tmp_path / "leftImg8bit_sequence/val" / city
+    seq_dir.mkdir(parents=True)
+    frame = int(name.rsplit("_", 1)[1])
+    prefix = name.rsplit("_", 1)[0]
+    Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(seq_dir / f"{prefix}_{frame - 1:06d}_leftImg8bit.png") if frame else None
+    for k in (-1, 1):
+        Image.fromarray(np.full((16, 32, 3), 100 + k, np.uint8)).save(seq_dir / f"{prefix}_{frame + k:06d}_leftImg8bit.png")
+    ds = create_dataset("cityscapes", tmp_path, "val", "S", size=(16, 32), sequence=True)
+    s = ds[0]
+    assert s["frames"][-1].shape == (3, 16, 32) and float(s["frames"][1].mean()) == pytest.approx(101 / 255, abs=1e-3)
+    (seq_dir / f"{prefix}_{frame + 1:06d}_leftImg8bit.png").unlink()
+    with pytest.raises(DataError, match=r"_000001_leftImg8bit.png: missing neighbour frame \+1"):
+        ds[0]
+
+
+def test_self_supervised_loss_prefers_true_depth(tmp_path):
+    from densemtl.selfsup import self_supervised_depth_loss
+    from densemtl.selfsup.disparity import MAX_DEPTH, MIN_DEPTH
+
+    style = dataclasses.replace(STYLES["default"], noise=0.0)
+    q = render_sequence(0, 5, (64, 80), style=style, max_translation=0.25)
+    f = [torch.from_numpy(v["image"]).permute(2, 0, 1).float()[None] / 255 for v in q["frames"]]
+    depth = torch.from_numpy(q["frames"][1]["depth"])[None, None]
+    K = torch.from_numpy(q["frames"][1]["K"]).float()[None]
+    poses = {-1: torch.from_numpy(q["T_t_to_prev"]).float()[None], 1: torch.from_numpy(q["T_t_to_next"]).float()[None]}
+
+    def logit_of(d):  # invert depth = 1 / (a + b sigmoid)
+        a, b = 1 / MAX_DEPTH, 1 / MIN_DEPTH - 1 / MAX_DEPTH
+        sig = ((1 / d) - a) / b
+        return torch.logit(sig.clamp(1e-6, 1 - 1e-6))
+
+    frames = {-1: f[0], 1: f[2]}
+    true, info = self_supervised_depth_loss({0: logit_of(depth)}, f[1], frames, poses, K)
+    wrong, _ = self_supervised_depth_loss({0: logit_of(depth * 1.5)}, f[1], frames, poses, K)
+    flat, _ = self_supervised_depth_loss({0: logit_of(torch.full_like(depth, 3.0))}, f[1], frames, poses, K)
+    assert float(true) < float(wrong) and float(true) < float(flat)
+    assert 0 <= info["automask/0"] <= 1

@@ -5,6 +5,7 @@ ROOT/leftImg8bit/{train,val}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
 ROOT/gtFine/{train,val}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png
 ROOT/disparity/{train,val}/{city}/{city}_{seq}_{frame}_disparity.png     uint16
 ROOT/camera/{train,val}/{city}/{city}_{seq}_{frame}_camera.json
+ROOT/leftImg8bit_sequence/{train,val}/{city}/{city}_{seq}_{frame:06d}_leftImg8bit.png   (sequence=True)
 ```
 disparity = (p - 1) / 256 for p > 0; depth = baseline * fx / disparity (metres).
 """
@@ -52,6 +53,7 @@ class Cityscapes(DenseDataset):
     depth_range = (1e-3, 80.0)
     native_tasks = ("semseg", "depth")
     label_ids = CITYSCAPES16_IDS
+    supports_sequence = True  # leftImg8bit_sequence: frames t-1 and t+1 of each labelled frame t
 
     def _records(self):
         base = self.root / "leftImg8bit" / self.split
@@ -89,4 +91,17 @@ class Cityscapes(DenseDataset):
             if disp.shape[:2] != hw or disp.ndim != 2:
                 raise DataError(f"{p}: disparity must be single-channel {hw[1]}x{hw[0]}, got shape {disp.shape}")
             labels["depth"] = disparity_to_depth(disp, baseline, K[0, 0])
-        return {"image": image, "labels": labels, "K": K, "id": stem}
+        out = {"image": image, "labels": labels, "K": K, "id": stem}
+        if self.sequence:
+            out["frames"] = {k: read_rgb(self._neighbour(stem, k)) for k in (-1, 1)}
+        return out
+
+    def _neighbour(self, stem: str, offset: int):
+        """``leftImg8bit_sequence/{split}/{city}/{city}_{seq}_{frame + offset:06d}_leftImg8bit.png``."""
+        city_dir, name = stem.split("/")
+        city, seq, frame = name.rsplit("_", 2)
+        path = (self.root / "leftImg8bit_sequence" / self.split / city_dir
+                / f"{city}_{seq}_{int(frame) + offset:06d}_leftImg8bit.png")
+        if not path.is_file():
+            raise DataError(f"{path}: missing neighbour frame {offset:+d} of {stem} (Cityscapes leftImg8bit_sequence)")
+        return path
