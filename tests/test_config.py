@@ -26,6 +26,7 @@ def test_presets_cover_the_paper_tables():
     assert "table2/nyud/stl/edges.yaml" in names
     assert len([n for n in names if n.startswith("table3/")]) == 16
     assert len([n for n in names if n.startswith("table4/")]) == 6
+    assert {n for n in names if n.startswith("table5/")} == {f"table5/cityscapes/{r}.yaml" for r in ("3ways", "3ways_padnet", "3ways_mteb")}
 
 
 @pytest.mark.parametrize("path", LEAVES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
@@ -33,11 +34,14 @@ def test_every_preset_loads(path):
     cfg = load_config(path)
     assert cfg.experiment == path.relative_to(CONFIGS).with_suffix("").as_posix()
     assert cfg.schedule.iterations == 40000 and cfg.optim.clip_grad_norm == 10.0
+    if "table5" in path.parts:
+        assert cfg.selfsup.enabled and cfg.tasks == "SP"
 
 
 @pytest.mark.parametrize("rel", ["table1/synthia/sdn/densemtl.yaml", "table2/nyud/sdne/padnet3ways.yaml",
                                  "table3/vkitti2/sd/mteb_21.yaml", "table4/vkitti2/sdn/attention_both.yaml",
-                                 "table1/cityscapes/stl/normals.yaml", "table2/nyud/sd/mtl.yaml"])
+                                 "table1/cityscapes/stl/normals.yaml", "table2/nyud/sd/mtl.yaml",
+                                 "table5/cityscapes/3ways_mteb.yaml"])
 def test_presets_build_their_model(rel):
     cfg = load_config(CONFIGS / rel, ["model.pretrained=false"])
     with torch.device("meta"):

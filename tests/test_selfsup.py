@@ -185,3 +185,22 @@ def test_self_supervised_loss_prefers_true_depth(tmp_path):
     flat, _ = self_supervised_depth_loss({0: logit_of(torch.full_like(depth, 3.0))}, f[1], frames, poses, K)
     assert float(true) < float(wrong) and float(true) < float(flat)
     assert 0 <= info["automask/0"] <= 1
+
+
+def test_selfsup_training_runs_and_resumes(tmp_path):
+    from conftest import tiny_config
+    from densemtl.cli.main import main
+    from densemtl.config import config_from_dict
+    from densemtl.data.synth import generate_dataset
+    from densemtl.engine import Trainer, load_checkpoint
+
+    root = generate_dataset(tmp_path / "seq", num=12, size=(32, 48), seed=0, workers=1, progress=False, sequences=True)
+    over = {"tasks": "SP", "model.options": {"supervised_scales": [0, 1, 2, 3]}, "selfsup.enabled": True,
+            "loss.options": {"weights": {"semseg": 1.0, "disparity": 1.0}}, "schedule.iterations": 2, "train.eval_every": 2}
+    best = Trainer(config_from_dict(tiny_config(root, tmp_path, **over))).train()
+    assert 0 < best["metrics"]["disparity"]["abs_rel"] < 10
+    ck = load_checkpoint(tmp_path / "t/r/checkpoints/last.pt")
+    assert ck["posenet"] and any(k.startswith("encoder.") for k in ck["posenet"])
+    assert main(["train", "--resume", str(tmp_path / "t/r"), "schedule.iterations=3"]) == 0
+    with pytest.raises(ValueError, match="needs the 'disparity' task"):
+        Trainer(config_from_dict(tiny_config(root, tmp_path / "x", **{"selfsup.enabled": True})))

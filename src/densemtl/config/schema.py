@@ -66,6 +66,15 @@ DEFAULTS = {
         "init_from": None,         # checkpoint to initialise weights from (not a resume)
         "init_depth_bias": True,   # depth heads start at the median depth of the first training images
     },
+    "selfsup": {                   # self-supervised depth from video (task 'disparity', paper section 4.4)
+        "enabled": False,
+        "pose_backbone": "resnet18",
+        "pose_pretrained": False,  # false | true (timm) | local weights file
+        "smoothness": 1.0e-3,
+        "disparity_scales": [0, 1, 2, 3],
+        "supervised_scales": [0, 2],  # scales of the other (supervised) tasks' losses
+        "init_pose": None,          # checkpoint file with a 'posenet' state dict
+    },
     "eval": {
         "edge_boundary": False,    # ODS/OIS F during training evaluation (slow); always on in `densemtl eval`
         "num_thresholds": 25,

@@ -80,7 +80,7 @@ class DenseDataset(torch.utils.data.Dataset):
         self.split = split
         self.tasks = parse_task_set(tasks)
         for t in self.tasks:
-            if t not in self.native_tasks and t not in self.derivable:
+            if self._source(t) not in self.native_tasks and self._source(t) not in self.derivable:
                 raise ValueError(f"dataset '{self.name}' cannot provide task '{t}' (it has {self.native_tasks})")
         self.size = tuple(size) if size is not None else tuple(self.default_size)
         self.augment = (split == "train") if augment is None else bool(augment)
@@ -115,6 +115,13 @@ class DenseDataset(torch.utils.data.Dataset):
         return []
 
     # --- shared ---------------------------------------------------------------------------
+    @staticmethod
+    def _source(task: str) -> str:
+        """The label a task is evaluated against (the self-supervised ``disparity`` task uses depth)."""
+        from ..tasks import get_task
+
+        return getattr(get_task(task), "label_source", None) or task
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -125,7 +132,7 @@ class DenseDataset(torch.utils.data.Dataset):
     def load(self, index: int) -> dict:
         """Numpy sample at the working resolution, derived labels added, no augmentation."""
         record = self.records[index]
-        need = set(self.tasks)
+        need = {self._source(t) for t in self.tasks}
         if "normals" in need and "normals" not in self.native_tasks:
             need.add("depth")
         if "edges" in need and "edges" not in self.native_tasks:
@@ -144,13 +151,13 @@ class DenseDataset(torch.utils.data.Dataset):
             sample["poses"] = raw["poses"]
         sample = resize_sample(sample, self.size)
         labels = sample["labels"]
-        if "normals" in self.tasks and "normals" not in labels:
+        if "normals" in need and "normals" not in labels:
             labels["normals"] = normals_from_depth(
                 labels["depth"], sample["K"], sample["image"] * 255.0, self.edge_aware_normals,
                 smooth_sigma=self.normals_smooth_sigma)
-        if "edges" in self.tasks and "edges" not in labels:
+        if "edges" in need and "edges" not in labels:
             labels["edges"] = edges_from_labels(labels.get("semseg"), labels.get("depth"))
-        sample["labels"] = {t: labels[t] for t in self.tasks}
+        sample["labels"] = {t: labels[self._source(t)] for t in self.tasks}
         return sample
 
     def __getitem__(self, index: int) -> dict:

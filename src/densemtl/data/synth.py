@@ -276,7 +276,7 @@ def relative_pose(pos_a, R_a, pos_b, R_b) -> np.ndarray:
 
 
 def render_sequence(seed: int, index: int, size=(128, 160), style: SceneStyle | str = "default",
-                    max_translation: float = 0.08, max_rotation_deg: float = 2.0) -> dict:
+                    max_translation: float = 0.25, max_rotation_deg: float = 2.0) -> dict:
     """Frames t-1, t, t+1 of a camera moving by small known rigid motions around scene ``index``.
 
     Returns ``{"frames": [view(t-1), view(t), view(t+1)], "T_t_to_prev", "T_t_to_next"}`` with

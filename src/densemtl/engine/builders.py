@@ -27,6 +27,8 @@ def build_dataset(cfg: DictConfig, split: str, train: bool):
     if not cfg.data.root:
         raise ValueError(f"data.root is not set: give the {cfg.data.dataset} dataset root, e.g. data.root=/path/to/{cfg.data.dataset}")
     opts = dict(_plain(cfg.data.options) or {})
+    if cfg.selfsup.enabled and train:
+        opts["sequence"] = True
     limit = cfg.data.limit_train if train else cfg.data.limit_val
     return create_dataset(
         cfg.data.dataset, cfg.data.root, split, parse_task_set(cfg.tasks),
@@ -58,11 +60,13 @@ def build_weighting(cfg: DictConfig):
     return create_weighting(cfg.loss.weighting, parse_task_set(cfg.tasks), **(_plain(cfg.loss.options) or {}))
 
 
-def build_optimizer(cfg: DictConfig, model, weighting):
+def build_optimizer(cfg: DictConfig, model, weighting, extra_modules=()):
     enc = [p for p in model.encoder.parameters() if p.requires_grad]
     enc_ids = {id(p) for p in enc}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
     rest += [p for p in weighting.parameters() if p.requires_grad]
+    for m in extra_modules:  # e.g. the pose network of self-supervised depth
+        rest += [p for p in m.parameters() if p.requires_grad]
     o = cfg.optim
     groups = [{"params": enc, "lr": float(o.lr_backbone), "name": "backbone"},
               {"params": rest, "lr": float(o.lr_decoder), "name": "decoders"}]

@@ -81,7 +81,18 @@ class Trainer:
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.weighting = builders.build_weighting(cfg).to(self.device)
-        self.optimizer = builders.build_optimizer(cfg, self.model, self.weighting)
+        self.posenet = None
+        if cfg.selfsup.enabled:  # noqa: SIM102
+            from ..selfsup import PoseNet
+
+            if "disparity" not in self.tasks:
+                raise ValueError("selfsup.enabled needs the 'disparity' task (e.g. tasks=SP)")
+            self.posenet = PoseNet(cfg.selfsup.pose_backbone, pretrained=cfg.selfsup.pose_pretrained is True).to(self.device)
+            if cfg.selfsup.init_pose:
+                self.posenet.load_state_dict(load_checkpoint(cfg.selfsup.init_pose)["posenet"])
+        elif "disparity" in self.tasks:
+            raise ValueError("the 'disparity' task is self-supervised: set selfsup.enabled=true")
+        self.optimizer = builders.build_optimizer(cfg, self.model, self.weighting, [self.posenet] if self.posenet else [])
         self.scheduler = builders.build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.net = self.model
@@ -156,6 +167,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "weighting": self.weighting.state_dict(),
+            "posenet": self.posenet.state_dict() if self.posenet is not None else None,
             "scaler": self.scaler.state_dict(),
             "iteration": self.iter,
             "rng": rng_state(),
@@ -177,6 +189,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.weighting.load_state_dict(ckpt["weighting"])
+        if self.posenet is not None:
+            self.posenet.load_state_dict(ckpt["posenet"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.iter = int(ckpt["iteration"])
         self.best, self.select_ref = ckpt.get("best"), ckpt.get("select_ref")
@@ -199,7 +213,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with amp_context(self.device, cfg.train.amp):
             out = self.model(x)
-        losses = task_losses(out, labels)
+        losses = self._selfsup_losses(out, batch, x, labels) if self.posenet is not None else task_losses(out, labels)
         total, info = self.weighting.backward(losses, shared_parameters=self.shared_parameters,
                                               scaler=self.scaler if self.scaler.is_enabled() else None)
         logs = {"loss": float(total), **{f"loss/{t}": float(v.detach()) for t, v in losses.items()}, **info}
@@ -215,6 +229,20 @@ class Trainer:
         self.scheduler.step()
         self.weighting.step_end()
         return logs
+
+    def _selfsup_losses(self, out, batch, x, labels) -> dict:
+        """Supervised tasks at ``selfsup.supervised_scales`` + the Monodepth2 objective for disparity."""
+        from ..selfsup import self_supervised_depth_loss
+
+        s = self.cfg.selfsup
+        sup = {t: {k: v for k, v in out[t].items() if k in set(s.supervised_scales)} for t in self.tasks if t != "disparity"}
+        losses = task_losses(sup, {t: labels[t] for t in sup}) if sup else {}
+        frames = {k: v.to(self.device) for k, v in batch["frames"].items()}
+        poses = {k: self.posenet.relative_pose(x, frames[k], source_is_previous=k < 0) for k in frames}
+        disp = {k: v.float() for k, v in out["disparity"].items() if k in set(s.disparity_scales)}
+        losses["disparity"], _ = self_supervised_depth_loss(disp, batch["image"].to(self.device), frames, poses,
+                                                            batch["K"].to(self.device), float(s.smoothness))
+        return losses
 
     def train(self) -> dict | None:
         for h in self.hooks:

@@ -26,6 +26,7 @@ class Disparity(Task):
     higher_is_better, headline_metric = False, "abs_rel"
     description = "self-supervised depth (sigmoid disparity, 0.1-100 m)"
     label_format = "no label for training; (B, 1, H, W) metres for evaluation"
+    label_source = "depth"  # datasets provide the depth labels under this task's name
 
     def loss(self, pred, label):
         raise TypeError("the disparity task is self-supervised: use densemtl.selfsup's photometric loss with neighbour frames")
