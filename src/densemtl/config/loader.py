@@ -123,6 +123,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("schedule.iterations must be >= 1")
     if cfg.data.size is not None and (not isinstance(cfg.data.size, (list, ListConfig)) or len(cfg.data.size) != 2):
         raise ConfigError(f"data.size must be [H, W], got {cfg.data.size}")
+    if cfg.data.crop is not None and (not isinstance(cfg.data.crop, (list, ListConfig)) or len(cfg.data.crop) != 2):
+        raise ConfigError(f"data.crop must be [H, W], got {cfg.data.crop}")
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:

@@ -27,11 +27,12 @@ DEFAULTS = {
         "num_workers": 2,
         "augment": True,           # horizontal flip (train split)
         "scale_crop": None,        # e.g. [1.0, 1.5]
+        "crop": None,              # [H, W] random crop after the resize to size (train split), e.g. [512, 1024]
         "train_split": "train",
         "val_split": "val",
         "limit_train": None,
         "limit_val": None,
-        "options": {},             # extra dataset options (edge_aware_normals, ...)
+        "options": {},             # extra dataset options (edge_aware_normals, label_set: uda8, ...)
     },
     "loss": {
         "weighting": "fixed",      # fixed | uncertainty | dwa | gradnorm

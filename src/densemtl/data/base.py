@@ -10,7 +10,8 @@ import torch
 from ..tasks import parse_task_set
 from .geometry import normals_from_depth
 from .io import DataError
-from .transforms import hflip_sample, random_scale_crop, resize_sample, to_tensors
+from .labelsets import LabelSet
+from .transforms import hflip_sample, random_crop, random_scale_crop, resize_sample, to_tensors
 
 
 def edges_from_labels(semseg: np.ndarray | None = None, depth: np.ndarray | None = None,
@@ -51,6 +52,12 @@ class DenseDataset(torch.utils.data.Dataset):
         augment: horizontal flip with p = 0.5 (the paper's only augmentation); default on for
             ``train``.
         scale_crop: optional ``(min, max)`` zoom range for random scale-crop.
+        crop: optional ``(H, W)`` random crop taken after the resize to ``size`` (seeded like
+            the flip), e.g. VKITTI2 as a UDA source: ``size=(512, 1696), crop=(512, 1024)``.
+            Applied by ``__getitem__`` whenever set (pass it for training sets only).
+        label_set: name of one of the dataset's ``label_sets`` (class list + raw id mapping),
+            e.g. ``"uda8"`` for the 8 VKITTI2 <-> Cityscapes classes; default
+            ``default_label_set``. Sets ``num_classes`` and ``class_names``.
         edge_aware_normals: weight the normals-from-depth by colour similarity.
         normals_smooth_sigma: Gaussian smoothing (pixels) of depth before deriving normals.
         seed: split seed (Synthia, VKITTI2) and augmentation base seed.
@@ -67,10 +74,13 @@ class DenseDataset(torch.utils.data.Dataset):
     derivable = {"normals": ("depth",), "edges": ("semseg",)}
     splits = ("train", "val")
     supports_sequence = False  # yields neighbour frames t-1, t+1 with sequence=True
+    label_sets: dict[str, LabelSet] = {}  # empty: the classes are fixed (or read by _setup)
+    default_label_set: str | None = None
 
     def __init__(self, root, split: str = "train", tasks="SD", size=None, augment: bool | None = None,
                  scale_crop=None, edge_aware_normals: bool = False, normals_smooth_sigma: float = 0.0,
-                 seed: int = 0, limit: int | None = None, sequence: bool = False):
+                 seed: int = 0, limit: int | None = None, sequence: bool = False, crop=None,
+                 label_set: str | None = None):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(f"dataset root {self.root} does not exist (dataset '{self.name}'); "
@@ -92,7 +102,14 @@ class DenseDataset(torch.utils.data.Dataset):
         if sequence and not self.supports_sequence:
             raise ValueError(f"dataset '{self.name}' has no video frames (sequence=True is not supported)")
         self.sequence = bool(sequence)
+        self.label_set = str(label_set) if label_set is not None else self.default_label_set
+        self.label_map = self.resolve_label_set(label_set)
+        if self.label_map is not None:
+            self.num_classes, self.class_names = self.label_map.num_classes, self.label_map.names
         self._setup()
+        self.crop = tuple(int(v) for v in crop) if crop else None
+        if self.crop is not None and (len(self.crop) != 2 or not all(0 < c <= s for c, s in zip(self.crop, self.size))):
+            raise ValueError(f"crop {list(self.crop)} must be (H, W) within the working size {list(self.size)}")
         self.records = self._records()
         if limit is not None:
             self.records = self.records[: int(limit)]
@@ -115,6 +132,19 @@ class DenseDataset(torch.utils.data.Dataset):
         return []
 
     # --- shared ---------------------------------------------------------------------------
+    @classmethod
+    def resolve_label_set(cls, name: str | None = None) -> LabelSet | None:
+        """The :class:`LabelSet` called ``name`` (default ``default_label_set``); ``None`` for
+        datasets without label sets (then ``name`` must be ``None``)."""
+        if not cls.label_sets:
+            if name is not None:
+                raise ValueError(f"dataset '{cls.name}' has no label sets (got label_set={name!r})")
+            return None
+        name = cls.default_label_set if name is None else str(name)
+        if name not in cls.label_sets:
+            raise ValueError(f"dataset '{cls.name}' has label sets {list(cls.label_sets)}, got label_set={name!r}")
+        return cls.label_sets[name]
+
     @staticmethod
     def _source(task: str) -> str:
         """The label a task is evaluated against (the self-supervised ``disparity`` task uses depth)."""
@@ -162,8 +192,10 @@ class DenseDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.load(index)
-        if self.augment or self.scale_crop:
+        if self.augment or self.scale_crop or self.crop:
             rng = np.random.default_rng([self.seed, self.epoch, index])
+            if self.crop:
+                sample = random_crop(sample, rng, self.crop)
             if self.scale_crop:
                 sample = random_scale_crop(sample, rng, self.scale_crop)
             if self.augment and rng.random() < 0.5:

@@ -1,4 +1,4 @@
-"""Cityscapes in its official layout, 16 classes, depth from disparity.
+"""Cityscapes in its official layout, 16 classes (or the 8 UDA classes), depth from disparity.
 
 ```
 ROOT/leftImg8bit/{train,val}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
@@ -17,6 +17,7 @@ import numpy as np
 from .base import DenseDataset
 from .geometry import intrinsics_matrix
 from .io import DataError, map_labels, read_json, read_png, read_rgb
+from .labelsets import UDA8_CLASSES, LabelSet
 from .registry import register_dataset
 
 CITYSCAPES16_CLASSES = (
@@ -25,16 +26,17 @@ CITYSCAPES16_CLASSES = (
 )
 # labelIds of the 19 train classes minus terrain (22), truck (27), train (31)
 CITYSCAPES16_IDS = (7, 8, 11, 12, 13, 17, 19, 20, 21, 23, 24, 25, 26, 28, 32, 33)
+CITYSCAPES_LABEL_SETS = {
+    "16": LabelSet(CITYSCAPES16_CLASSES, {i: c for c, i in enumerate(CITYSCAPES16_IDS)}),
+    # VKITTI2 -> Cityscapes: road, building, pole, light, sign, vegetation, sky; car and bus -> vehicle
+    "uda8": LabelSet(UDA8_CLASSES, {7: 0, 11: 1, 17: 2, 19: 3, 20: 4, 21: 5, 23: 6, 26: 7, 28: 7}),
+}
 
 
-def cityscapes_lut(ids=CITYSCAPES16_IDS) -> np.ndarray:
+def cityscapes_lut(label_set: LabelSet = CITYSCAPES_LABEL_SETS["16"]) -> np.ndarray:
     """labelId (0..33, and -1 = license plate stored as 255 in some files) -> class, 255 = void."""
-    lut = np.full(256, 255, dtype=np.int64)
-    lut[:34] = 255
-    lut[34:] = -1  # not a Cityscapes labelId
-    lut[255] = 255
-    for c, i in enumerate(ids):
-        lut[i] = c
+    lut = label_set.lut(256)
+    lut[34:255] = -1  # not a Cityscapes labelId
     return lut
 
 
@@ -49,10 +51,11 @@ def disparity_to_depth(p: np.ndarray, baseline: float, fx: float) -> np.ndarray:
 class Cityscapes(DenseDataset):
     num_classes = 16
     class_names = CITYSCAPES16_CLASSES
+    label_sets = CITYSCAPES_LABEL_SETS
+    default_label_set = "16"
     default_size = (512, 1024)
     depth_range = (1e-3, 80.0)
     native_tasks = ("semseg", "depth")
-    label_ids = CITYSCAPES16_IDS
     supports_sequence = True  # leftImg8bit_sequence: frames t-1 and t+1 of each labelled frame t
 
     def _records(self):
@@ -84,7 +87,7 @@ class Cityscapes(DenseDataset):
             raw = read_png(p, "labelIds")
             if raw.shape[:2] != hw or raw.ndim != 2:
                 raise DataError(f"{p}: labelIds must be single-channel {hw[1]}x{hw[0]}, got shape {raw.shape}")
-            labels["semseg"] = map_labels(raw, cityscapes_lut(self.label_ids), p)
+            labels["semseg"] = map_labels(raw, cityscapes_lut(self.label_map), p)
         if "depth" in tasks:
             p = self._path(stem, "disparity", "disparity.png")
             disp = read_png(p, "disparity")

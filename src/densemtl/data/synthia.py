@@ -16,25 +16,26 @@ from .base import DenseDataset
 from .cityscapes import CITYSCAPES16_CLASSES
 from .geometry import intrinsics_matrix, scale_intrinsics
 from .io import DataError, map_labels, read_png, read_rgb
+from .labelsets import LabelSet
 from .registry import register_dataset
 from .splits import seeded_split
 
 # Synthia id -> class (the 16 Cityscapes classes); other ids (0 void, 13, 14, 16, 18, 20, 22) -> void
 SYNTHIA_TO_16 = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 9, 10: 10, 17: 11, 8: 12, 19: 13, 12: 14, 11: 15}
 SYNTHIA_MAX_ID = 22
+SYNTHIA_LABEL_SETS = {"16": LabelSet(CITYSCAPES16_CLASSES, SYNTHIA_TO_16)}
 
 
-def synthia_lut() -> np.ndarray:
-    lut = np.full(SYNTHIA_MAX_ID + 1, 255, dtype=np.int64)
-    for k, v in SYNTHIA_TO_16.items():
-        lut[k] = v
-    return lut
+def synthia_lut(label_set: LabelSet = SYNTHIA_LABEL_SETS["16"]) -> np.ndarray:
+    return label_set.lut(SYNTHIA_MAX_ID + 1)
 
 
 @register_dataset("synthia")
 class Synthia(DenseDataset):
     num_classes = 16
     class_names = CITYSCAPES16_CLASSES
+    label_sets = SYNTHIA_LABEL_SETS
+    default_label_set = "16"
     default_size = (512, 1024)
     depth_range = (1e-3, 80.0)
     native_tasks = ("semseg", "depth")
@@ -64,7 +65,7 @@ class Synthia(DenseDataset):
             if raw.shape[:2] != hw:
                 raise DataError(f"{lab_p}: labels are {raw.shape[1]}x{raw.shape[0]}, the image is {hw[1]}x{hw[0]}")
             raw = raw[..., 0] if raw.ndim == 3 else raw
-            labels["semseg"] = map_labels(raw, synthia_lut(), lab_p)
+            labels["semseg"] = map_labels(raw, synthia_lut(self.label_map), lab_p)
         if "depth" in tasks:
             d = read_png(dep_p, "depth")
             if d.shape[:2] != hw or d.dtype != np.uint16:

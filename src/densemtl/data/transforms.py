@@ -1,4 +1,4 @@
-"""Joint transforms on samples: resize, horizontal flip, random scale-crop.
+"""Joint transforms on samples: resize, horizontal flip, crop, random scale-crop.
 
 A raw sample is a dict: ``image (H, W, 3) float32 [0, 1]``, ``labels {task: array}`` with
 ``semseg (H, W) uint8`` (255 void), ``depth (H, W) float32`` metres (0 invalid),
@@ -63,6 +63,31 @@ def hflip_sample(sample: dict) -> dict:
     return out
 
 
+def crop_sample(sample: dict, top: int, left: int, size: tuple[int, int]) -> dict:
+    """Window ``size = (H, W)`` at ``(top, left)`` of the image, frames and labels; K shifted."""
+    h, w = size
+    H, W = sample["image"].shape[:2]
+    if not (0 <= top and top + h <= H and 0 <= left and left + w <= W):
+        raise ValueError(f"crop {h}x{w} at ({top}, {left}) does not fit in {H}x{W} (HxW)")
+    out = dict(sample)
+    out["image"] = sample["image"][top:top + h, left:left + w]
+    if "frames" in sample:
+        out["frames"] = {k: v[top:top + h, left:left + w] for k, v in sample["frames"].items()}
+    out["labels"] = {t: v[top:top + h, left:left + w] for t, v in sample["labels"].items()}
+    out["K"] = crop_intrinsics(sample["K"], top, left)
+    return out
+
+
+def random_crop(sample: dict, rng: np.random.Generator, size: tuple[int, int]) -> dict:
+    """Uniformly placed ``size = (H, W)`` window, no rescaling (e.g. 512x1696 -> 512x1024)."""
+    h, w = size
+    H, W = sample["image"].shape[:2]
+    if h > H or w > W:
+        raise ValueError(f"crop {h}x{w} is larger than the {H}x{W} image (HxW)")
+    top, left = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+    return crop_sample(sample, top, left, (h, w))
+
+
 def random_scale_crop(sample: dict, rng: np.random.Generator, scale_range=(1.0, 1.5)) -> dict:
     """Zoom in by a random factor, then crop back to the original size.
 
@@ -75,13 +100,7 @@ def random_scale_crop(sample: dict, rng: np.random.Generator, scale_range=(1.0, 
     nh, nw = max(h, int(round(h * s))), max(w, int(round(w * s)))
     big = resize_sample(sample, (nh, nw))
     top, left = int(rng.integers(0, nh - h + 1)), int(rng.integers(0, nw - w + 1))
-    out = dict(big)
-    out["image"] = big["image"][top:top + h, left:left + w]
-    if "frames" in big:
-        out["frames"] = {k: v[top:top + h, left:left + w] for k, v in big["frames"].items()}
-    out["labels"] = {t: v[top:top + h, left:left + w] for t, v in big["labels"].items()}
-    out["K"] = crop_intrinsics(big["K"], top, left)
-    return out
+    return crop_sample(big, top, left, (h, w))
 
 
 def to_tensors(sample: dict) -> dict:

@@ -1,4 +1,4 @@
-"""Virtual KITTI 2 (Camera_0), 14 classes decoded from RGB class maps, uint16 cm depth.
+"""Virtual KITTI 2 (Camera_0), 14 classes decoded from RGB class maps (or the 8 UDA classes), uint16 cm depth.
 
 ```
 ROOT/Scene{01,02,06,18,20}/{variation}/frames/rgb/Camera_0/rgb_{frame:05d}.jpg
@@ -15,7 +15,8 @@ import numpy as np
 
 from .base import DenseDataset
 from .geometry import intrinsics_matrix
-from .io import DataError, read_png, read_rgb
+from .io import DataError, map_labels, read_png, read_rgb
+from .labelsets import UDA8_CLASSES, LabelSet
 from .registry import register_dataset
 from .splits import seeded_split
 
@@ -27,6 +28,13 @@ VKITTI2_COLORS = ((210, 0, 200), (90, 200, 255), (0, 199, 0), (90, 240, 0), (140
                   (255, 127, 80), (0, 139, 139))
 _NAME_KEY = {"terrain": 0, "sky": 1, "tree": 2, "vegetation": 3, "building": 4, "road": 5, "guardrail": 6,
              "trafficsign": 7, "trafficlight": 8, "pole": 9, "misc": 10, "truck": 11, "car": 12, "van": 13}
+# applied to the decoded 14-class ids (255 stays void)
+VKITTI2_LABEL_SETS = {
+    "14": LabelSet(VKITTI2_CLASSES, {i: i for i in range(len(VKITTI2_CLASSES))}),
+    # VKITTI2 -> Cityscapes: tree and vegetation -> vegetation; truck, car, van -> vehicle;
+    # terrain, guardrail, misc -> void
+    "uda8": LabelSet(UDA8_CLASSES, {5: 0, 4: 1, 9: 2, 8: 3, 7: 4, 2: 5, 3: 5, 1: 6, 11: 7, 12: 7, 13: 7}),
+}
 
 
 def decode_class_colors(rgb: np.ndarray, colors, path) -> np.ndarray:
@@ -50,6 +58,8 @@ def decode_class_colors(rgb: np.ndarray, colors, path) -> np.ndarray:
 class VirtualKITTI2(DenseDataset):
     num_classes = 14
     class_names = VKITTI2_CLASSES
+    label_sets = VKITTI2_LABEL_SETS
+    default_label_set = "14"
     default_size = (320, 1024)
     depth_range = (1e-3, 80.0)
     native_tasks = ("semseg", "depth")
@@ -103,7 +113,8 @@ class VirtualKITTI2(DenseDataset):
             rgb = read_png(cls_p, "class map")
             if rgb.ndim != 3 or rgb.shape[:2] != hw:
                 raise DataError(f"{cls_p}: class map must be RGB {hw[1]}x{hw[0]}, got shape {rgb.shape}")
-            labels["semseg"] = decode_class_colors(rgb[..., :3], self._colors(rec.split("/")[0]), cls_p)
+            ids = decode_class_colors(rgb[..., :3], self._colors(rec.split("/")[0]), cls_p)
+            labels["semseg"] = map_labels(ids, self.label_map.lut(256), cls_p)
         if "depth" in tasks:
             d = read_png(dep_p, "depth")
             if d.dtype != np.uint16 or d.shape[:2] != hw:

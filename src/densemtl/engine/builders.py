@@ -20,7 +20,9 @@ def _plain(x):
 def dataset_info(cfg: DictConfig) -> dict:
     """Class count and depth range without touching the files."""
     cls = get_dataset_class(cfg.data.dataset)
-    return {"num_classes": cls.num_classes, "class_names": list(cls.class_names), "depth_range": list(cls.depth_range)}
+    labels = cls.resolve_label_set((_plain(cfg.data.options) or {}).get("label_set"))
+    num_classes, names = (labels.num_classes, labels.names) if labels is not None else (cls.num_classes, cls.class_names)
+    return {"num_classes": num_classes, "class_names": list(names), "depth_range": list(cls.depth_range)}
 
 
 def build_dataset(cfg: DictConfig, split: str, train: bool):
@@ -33,7 +35,8 @@ def build_dataset(cfg: DictConfig, split: str, train: bool):
     return create_dataset(
         cfg.data.dataset, cfg.data.root, split, parse_task_set(cfg.tasks),
         size=_plain(cfg.data.size), augment=bool(cfg.data.augment) if train else False,
-        scale_crop=_plain(cfg.data.scale_crop) if train else None, seed=int(cfg.seed), limit=limit, **opts,
+        scale_crop=_plain(cfg.data.scale_crop) if train else None, crop=_plain(cfg.data.crop) if train else None,
+        seed=int(cfg.seed), limit=limit, **opts,
     )
 
 
