@@ -35,7 +35,7 @@ def test_every_preset_loads(path):
     assert cfg.experiment == path.relative_to(CONFIGS).with_suffix("").as_posix()
     assert cfg.schedule.iterations == 40000 and cfg.optim.clip_grad_norm == 10.0
     if "table5" in path.parts:
-        assert cfg.selfsup.enabled and cfg.tasks == "SP"
+        assert cfg.selfsup.enabled and cfg.tasks == "SP" and list(cfg.data.crop) == [512, 512]
 
 
 @pytest.mark.parametrize("rel", ["table1/synthia/sdn/densemtl.yaml", "table2/nyud/sdne/padnet3ways.yaml",

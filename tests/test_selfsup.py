@@ -98,9 +98,13 @@ def test_procedural_sequences_load_and_flip_consistently(tmp_path):
     ds = create_dataset("nyud", root, "train", "SD", sequence=True, augment=False)
     s = ds.load(0)
     assert set(s["frames"]) == {-1, 1} and s["frames"][1].shape == s["image"].shape
-    from densemtl.data.transforms import hflip_sample, to_tensors
+    from densemtl.data.transforms import crop_sample, hflip_sample, resize_sample, to_tensors
 
-    for sample in (s, hflip_sample(s)):
+    # the paper's recipe: random crops and flips; intrinsics follow for all three frames
+    cropped = crop_sample(resize_sample(s, (96, 120)), 20, 30, (64, 64))
+    assert cropped["frames"][-1].shape == (64, 64, 3)
+    np.testing.assert_allclose(cropped["K"][:2, 2], s["K"][:2, 2] * 1.5 - [30, 20], atol=1)
+    for sample in (s, hflip_sample(s), cropped, hflip_sample(cropped)):
         t = to_tensors(sample)
         img, depth, K = t["image"][None].double(), t["labels"]["depth"][None].double(), t["K"][None].double()
         T = t["poses"][1][None].double()
@@ -187,7 +191,7 @@ def test_self_supervised_loss_prefers_true_depth(tmp_path):
     assert 0 <= info["automask/0"] <= 1
 
 
-def test_selfsup_training_runs_and_resumes(tmp_path):
+def test_selfsup_training_runs_and_resumes(tmp_path, capsys):
     from conftest import tiny_config
     from densemtl.cli.main import main
     from densemtl.config import config_from_dict
@@ -202,5 +206,61 @@ def test_selfsup_training_runs_and_resumes(tmp_path):
     ck = load_checkpoint(tmp_path / "t/r/checkpoints/last.pt")
     assert ck["posenet"] and any(k.startswith("encoder.") for k in ck["posenet"])
     assert main(["train", "--resume", str(tmp_path / "t/r"), "schedule.iterations=3"]) == 0
+    # Table-5 layout: one column per class, then mIoU and the self-supervised depth's AbsRel
+    import json
+
+    names = json.loads((tmp_path / "t/r/env.json").read_text())["dataset"]["class_names"]
+    capsys.readouterr()
+    assert main(["table", str(tmp_path / "t"), "--csv", str(tmp_path / "t5.csv")]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert all(f" {n} |" in head for n in names) and "mIoU % ↑" in head and "AbsRel ↓" in head
+    assert f"semseg_IoU_{names[0]}_mean" in (tmp_path / "t5.csv").read_text()
+    assert main(["table", str(tmp_path / "t"), "--layout", "tasks"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert not any(f" {n} |" in head for n in names) and "AbsRel ↓" in head
     with pytest.raises(ValueError, match="needs the 'disparity' task"):
         Trainer(config_from_dict(tiny_config(root, tmp_path / "x", **{"selfsup.enabled": True})))
+
+
+def test_partial_initialisation_and_local_pose_weights(tmp_path):
+    """The paper starts DenseMTL-SDE from a 3-ways self-supervised model: encoder, decoders and
+    pose network from its checkpoint, the new mTEB block from scratch."""
+    import timm
+    from conftest import tiny_config
+    from densemtl.config import config_from_dict
+    from densemtl.data.synth import generate_dataset
+    from densemtl.engine import CheckpointError, Trainer, save_checkpoint
+
+    root = generate_dataset(tmp_path / "seq", num=6, size=(32, 48), seed=0, workers=1, progress=False, sequences=True)
+    over = {"tasks": "SP", "model.options": {"supervised_scales": [0, 1, 2, 3], "mteb_scales": []}, "selfsup.enabled": True,
+            "loss.options": {"weights": {"semseg": 1.0, "disparity": 1.0}}, "train.eval_every": 0}
+    src = Trainer(config_from_dict(tiny_config(root, tmp_path / "a", **over)), run_dir=tmp_path / "a/run")
+    for p in list(src.model.parameters()) + list(src.posenet.parameters()):  # recognisable weights
+        p.data.normal_()
+    ck = save_checkpoint({"model": src.model.state_dict(), "posenet": src.posenet.state_dict(),
+                          "model_config": src.model.model_config}, tmp_path / "three_ways.pt")
+
+    over_b = dict(over, **{"model.options": {"supervised_scales": [0, 1, 2, 3], "mteb_scales": [1]},
+                           "train.init_from": str(ck), "train.init_parts": ["encoder", "decoders", "posenet"]})
+    dst = Trainer(config_from_dict(tiny_config(root, tmp_path / "b", **over_b)), run_dir=tmp_path / "b/run")
+    a, b = src.model.state_dict(), dst.model.state_dict()
+    assert all(torch.equal(a[k], v) for k, v in b.items() if k.split(".")[0] in ("encoder", "decoders"))
+    assert any(k.startswith("exchanges.") for k in b)  # mTEB exists and was not in the source
+    assert all(torch.equal(src.posenet.state_dict()[k], v) for k, v in dst.posenet.state_dict().items())
+    # the whole model cannot be loaded into another architecture; an unknown part is named
+    with pytest.raises(CheckpointError, match="different model"):
+        Trainer(config_from_dict(tiny_config(root, tmp_path / "c", **dict(over_b, **{"train.init_parts": None}))), run_dir=tmp_path / "c/run")
+    with pytest.raises(CheckpointError, match="no part 'heads'"):
+        Trainer(config_from_dict(tiny_config(root, tmp_path / "d", **dict(over_b, **{"train.init_parts": ["heads"]}))), run_dir=tmp_path / "d/run")
+    with pytest.raises(CheckpointError, match="exchanges: .* missing"):
+        Trainer(config_from_dict(tiny_config(root, tmp_path / "e", **dict(over_b, **{"train.init_parts": ["exchanges"]}))), run_dir=tmp_path / "e/run")
+
+    # pose encoder from a local RGB ResNet-18 weights file: first layer duplicated and halved
+    rgb = timm.create_model("resnet18", pretrained=False)
+    torch.save(rgb.state_dict(), tmp_path / "r18.pth")
+    pose = Trainer(config_from_dict(tiny_config(root, tmp_path / "f", **dict(over, **{"selfsup.pose_pretrained": str(tmp_path / "r18.pth")}))),
+                   run_dir=tmp_path / "f/run").posenet
+    w = pose.encoder.state_dict()["conv1.weight"]
+    assert w.shape[1] == 6
+    torch.testing.assert_close(w, torch.cat([rgb.conv1.weight, rgb.conv1.weight], 1) / 2)
+    torch.testing.assert_close(pose.encoder.state_dict()["layer4.1.bn2.running_var"], rgb.layer4[1].bn2.running_var)

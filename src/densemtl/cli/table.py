@@ -9,6 +9,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("table", help="compare runs: mean +- std across seeds and Delta vs single-task runs")
     p.add_argument("runs", nargs="+", help="run directories (or folders containing them)")
     p.add_argument("--use", choices=["last", "best"], default="last", help="final or best evaluation of each run")
+    p.add_argument("--layout", choices=["auto", "tasks", "classes"], default="auto",
+                   help="tasks: one column per task; classes: per-class IoU columns (Table 5); auto: classes for "
+                        "self-supervised depth runs, tasks otherwise")
     p.add_argument("--csv", metavar="FILE", help="also write CSV")
     p.add_argument("--markdown", metavar="FILE", help="also write markdown")
     p.set_defaults(func=run)
@@ -42,7 +45,7 @@ def run(args) -> int:
     if not runs:
         raise ValueError("none of the runs has an evaluation yet")
     table = build_table(runs)
-    md = to_markdown(table)
+    md = to_markdown(table, args.layout)
     print(md)
     if args.csv:
         Path(args.csv).write_text(to_csv(table))

@@ -65,16 +65,18 @@ DEFAULTS = {
         "select_metric": "auto",   # auto: the headline metric (one task) or mean relative gain; or task/metric
         "progress": True,
         "init_from": None,         # checkpoint to initialise weights from (not a resume)
+        "init_parts": None,        # null: the whole model (same architecture); or parts, e.g. [encoder, decoders, posenet]
         "init_depth_bias": True,   # depth heads start at the median depth of the first training images
     },
     "selfsup": {                   # self-supervised depth from video (task 'disparity', paper section 4.4)
         "enabled": False,
         "pose_backbone": "resnet18",
-        "pose_pretrained": False,  # false | true (timm) | local weights file
+        "pose_pretrained": False,  # false | true (timm) | local RGB weights file (conv1 duplicated and halved)
         "smoothness": 1.0e-3,
         "disparity_scales": [0, 1, 2, 3],
         "supervised_scales": [0, 2],  # scales of the other (supervised) tasks' losses
-        "init_pose": None,          # checkpoint file with a 'posenet' state dict
+        "lr_pose": None,            # learning rate of the pose network (null: optim.lr_decoder)
+        "init_pose": None,          # densemtl checkpoint with a 'posenet' (default: train.init_from's, if it has one)
     },
     "eval": {
         "edge_boundary": False,    # ODS/OIS F during training evaluation (slow); always on in `densemtl eval`

@@ -63,16 +63,20 @@ def build_weighting(cfg: DictConfig):
     return create_weighting(cfg.loss.weighting, parse_task_set(cfg.tasks), **(_plain(cfg.loss.options) or {}))
 
 
-def build_optimizer(cfg: DictConfig, model, weighting, extra_modules=()):
+def build_optimizer(cfg: DictConfig, model, weighting, extra_groups=()):
+    """Adam/SGD with parameter groups ``backbone`` (optim.lr_backbone) and ``decoders``
+    (optim.lr_decoder: heads, exchange blocks, loss weights), plus ``extra_groups``: ``(name,
+    module, lr)`` for networks trained alongside (e.g. the pose network; lr None = lr_decoder)."""
     enc = [p for p in model.encoder.parameters() if p.requires_grad]
     enc_ids = {id(p) for p in enc}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
     rest += [p for p in weighting.parameters() if p.requires_grad]
-    for m in extra_modules:  # e.g. the pose network of self-supervised depth
-        rest += [p for p in m.parameters() if p.requires_grad]
     o = cfg.optim
     groups = [{"params": enc, "lr": float(o.lr_backbone), "name": "backbone"},
               {"params": rest, "lr": float(o.lr_decoder), "name": "decoders"}]
+    for name, module, lr in extra_groups:
+        groups.append({"params": [p for p in module.parameters() if p.requires_grad],
+                       "lr": float(o.lr_decoder if lr is None else lr), "name": name})
     if o.name == "adam":
         return torch.optim.Adam(groups, betas=tuple(o.betas), weight_decay=float(o.weight_decay))
     return torch.optim.SGD(groups, momentum=float(o.momentum), weight_decay=float(o.weight_decay))

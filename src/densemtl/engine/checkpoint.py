@@ -84,6 +84,36 @@ def check_model_config(ckpt: dict, model_config: dict, what: str = "checkpoint")
         )
 
 
+def load_parts(model: torch.nn.Module, state: dict, parts: list[str], source: str = "checkpoint") -> list[str]:
+    """Initialise the sub-modules named by ``parts`` (state-dict prefixes such as ``encoder``,
+    ``decoders``, ``decoders.semseg``, ``exchanges``) from ``state``; everything else keeps its
+    initialisation. Every parameter and buffer under each prefix must be present with the same
+    shape, else the offending keys are listed. Returns the keys loaded."""
+    own = model.state_dict()
+    if not parts:
+        raise CheckpointError("train.init_parts is empty: name the parts to initialise, e.g. [encoder, decoders]")
+    top = sorted({k.split(".")[0] for k in own} | {".".join(k.split(".")[:2]) for k in own})
+    loaded, problems = [], []
+    for part in parts:
+        keys = [k for k in own if k == part or k.startswith(part + ".")]
+        if not keys:
+            raise CheckpointError(f"train.init_parts: the model has no part {part!r}; parts: {', '.join(top)}")
+        missing = [k for k in keys if k not in state]
+        shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in keys
+                 if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing:
+            problems.append(f"{part}: {len(missing)} key(s) missing from {source}, e.g. {missing[:5]}")
+        if shape:
+            problems.append(f"{part}: shape mismatch {shape[:5]}")
+        loaded += keys
+    if problems:
+        raise CheckpointError(f"cannot initialise from {source}:\n  " + "\n  ".join(problems))
+    with torch.no_grad():
+        for k in loaded:
+            own[k].copy_(state[k])
+    return loaded
+
+
 def rng_state() -> dict:
     np_state = np.random.get_state()
     return {

@@ -15,7 +15,9 @@ from ..models import model_options
 from ..tasks import get_task, parse_task_set
 
 METHOD_LABELS = {"stl": "STL", "mtl": "MTL", "padnet": "PAD-Net", "padnet3ways": "3-ways PAD-Net", "densemtl": "DenseMTL"}
-COLUMN = {"semseg": ("mIoU", "mIoU %"), "depth": ("rmse", "RMSE m"), "normals": ("mean_angle", "mErr deg"), "edges": ("f1", "F1 %")}
+COLUMN = {"semseg": ("mIoU", "mIoU %"), "depth": ("rmse", "RMSE m"), "normals": ("mean_angle", "mErr deg"), "edges": ("f1", "F1 %"),
+          "disparity": ("abs_rel", "AbsRel")}
+LAYOUTS = ("auto", "tasks", "classes")
 
 
 def load_run(run_dir: str | Path, which: str = "last") -> dict:
@@ -34,7 +36,9 @@ def load_run(run_dir: str | Path, which: str = "last") -> dict:
         if "/" in k:
             t, m = k.split("/", 1)
             metrics.setdefault(t, {})[m] = v
-    return {"dir": str(run_dir), "config": cfg, "metrics": metrics, "iter": rec["iter"]}
+    env_path = run_dir / "env.json"
+    class_names = (json.loads(env_path.read_text()).get("dataset") or {}).get("class_names") if env_path.is_file() else None
+    return {"dir": str(run_dir), "config": cfg, "metrics": metrics, "iter": rec["iter"], "class_names": class_names}
 
 
 def method_key(cfg: dict) -> tuple:
@@ -82,6 +86,12 @@ def build_table(runs: list[dict]) -> dict:
     for key, rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "stl", kv[0][-1], kv[0][1])):
         tasks = key[-1]
         metrics = {t: _mean_std([r["metrics"][t][get_task(t).headline_metric] for r in rs]) for t in tasks}
+        classes = {}
+        if "semseg" in tasks and rs[0].get("class_names"):
+            for c, name in enumerate(rs[0]["class_names"]):
+                vals = [r["metrics"]["semseg"].get(f"IoU_{c}") for r in rs]
+                if all(v is not None for v in vals):
+                    classes[name] = _mean_std(vals)
         delta = None
         base = stl.get((key[0], key[3]), {})
         if key[1] != "stl" and all(t in base for t in tasks):
@@ -89,7 +99,9 @@ def build_table(runs: list[dict]) -> dict:
             delta = _mean_std(deltas)
         label = method_label(rs[0]["config"]) + ("" if key[3] == "resnet101" else f" ({key[3]})")
         rows.append({"dataset": key[0], "method": label, "backbone": key[3], "tasks": list(tasks), "n": len(rs),
-                     "metrics": metrics, "delta": delta, "runs": [r["dir"] for r in rs]})
+                     "metrics": metrics, "classes": classes,
+                     "delta": delta, "runs": [r["dir"] for r in rs],
+                     "selfsup": all((r["config"].get("selfsup") or {}).get("enabled") for r in rs)})
     # one STL row per dataset combining the single-task networks
     merged = []
     for r in rows:
@@ -112,10 +124,32 @@ def _fmt(ms, digits):
 
 
 def _digits(t):
-    return 3 if t == "depth" else 2
+    return 3 if t in ("depth", "disparity") else 2
 
 
-def to_markdown(table: dict) -> str:
+def resolve_layout(table: dict, layout: str = "auto") -> str:
+    """``tasks``: one column per task; ``classes``: per-class IoU columns, then mIoU and the other
+    tasks (the paper's Table 5). ``auto`` picks ``classes`` when every row is a self-supervised
+    depth run (Table 5)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown table layout {layout!r}; choose from {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        return "classes" if table["rows"] and all(r.get("selfsup") for r in table["rows"]) else "tasks"
+    return layout
+
+
+def _class_columns(table: dict) -> list[str]:
+    names: list[str] = []
+    for r in table["rows"]:
+        names += [n for n in r.get("classes", {}) if n not in names]
+    if not names:
+        raise ValueError("the 'classes' layout needs semantic segmentation runs with per-class IoU and class names (env.json)")
+    return names
+
+
+def to_markdown(table: dict, layout: str = "auto") -> str:
+    if resolve_layout(table, layout) == "classes":
+        return _classes_markdown(table)
     tasks = table["tasks"]
     code = "".join(get_task(t).letter for t in tasks)
     head = ["dataset", "method", "tasks", "seeds"] + [f"{get_task(t).name} {COLUMN[t][1]} {'↑' if get_task(t).higher_is_better else '↓'}" for t in tasks] + ["Δ % ↑"]
@@ -129,15 +163,36 @@ def to_markdown(table: dict) -> str:
     return "\n".join(lines)
 
 
+def _classes_markdown(table: dict) -> str:
+    names = _class_columns(table)
+    others = [t for t in table["tasks"] if t != "semseg"]
+    head = ["dataset", "method", "tasks", "seeds"] + names + ["mIoU % ↑"]
+    head += [f"{get_task(t).name} {COLUMN[t][1]} {'↑' if get_task(t).higher_is_better else '↓'}" for t in others]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table["rows"]:
+        cells = [r["dataset"], r["method"], "-".join(get_task(t).letter for t in r["tasks"]), str(r["n"])]
+        cells += [f"{r['classes'][n][0]:.2f}" if n in r.get("classes", {}) else "-" for n in names]
+        cells.append(_fmt(r["metrics"].get("semseg"), 2))
+        cells += [_fmt(r["metrics"].get(t), _digits(t)) for t in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("\nPer-class IoU in % (mean over seeds); mIoU as mean ± std over seeds.")
+    return "\n".join(lines)
+
+
 def to_csv(table: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     tasks = table["tasks"]
-    w.writerow(["dataset", "method", "tasks", "seeds"] + [x for t in tasks for x in (f"{t}_{COLUMN[t][0]}_mean", f"{t}_{COLUMN[t][0]}_std")] + ["delta_mean", "delta_std"])
+    names: list[str] = []
+    for r in table["rows"]:
+        names += [n for n in r.get("classes", {}) if n not in names]
+    w.writerow(["dataset", "method", "tasks", "seeds"] + [x for t in tasks for x in (f"{t}_{COLUMN[t][0]}_mean", f"{t}_{COLUMN[t][0]}_std")]
+               + ["delta_mean", "delta_std"] + [f"semseg_IoU_{n}_mean" for n in names])
     for r in table["rows"]:
         row = [r["dataset"], r["method"], "-".join(get_task(t).letter for t in r["tasks"]), r["n"]]
         for t in tasks:
             row += list(r["metrics"].get(t, ("", "")))
         row += list(r["delta"]) if r["delta"] else ["", ""]
+        row += [r.get("classes", {}).get(n, ("",))[0] for n in names]
         w.writerow(row)
     return buf.getvalue()

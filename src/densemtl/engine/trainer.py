@@ -19,7 +19,7 @@ from ..config import save_config
 from ..losses import task_losses
 from ..tasks import get_task, parse_task_set
 from . import builders
-from .checkpoint import CheckpointError, check_model_config, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import CheckpointError, check_model_config, load_checkpoint, load_parts, rng_state, save_checkpoint, set_rng_state
 from .distributed import barrier, init_from_env, is_distributed, is_main, world_size
 from .evaluate import amp_context, evaluate
 from .hooks import CheckpointHook, EvalHook, LogHook, ProgressHook
@@ -72,11 +72,14 @@ class Trainer:
         # model
         self.num_classes = self.train_set.num_classes
         self.model = builders.build_model(cfg, self.num_classes).to(self.device)
-        if cfg.train.init_from:
-            ck = load_checkpoint(cfg.train.init_from)
-            check_model_config(ck, self.model.model_config, "init_from checkpoint")
-            self.model.load_state_dict(ck["model"])
-        elif cfg.train.init_depth_bias and "depth" in self.tasks and not resume:
+        init_ck = load_checkpoint(cfg.train.init_from) if cfg.train.init_from and not resume else None
+        if init_ck is not None:
+            if cfg.train.init_parts is None:
+                check_model_config(init_ck, self.model.model_config, "init_from checkpoint")
+                self.model.load_state_dict(init_ck["model"])
+            else:
+                load_parts(self.model, init_ck["model"], [p for p in cfg.train.init_parts if p != "posenet"], init_ck["path"])
+        if cfg.train.init_depth_bias and "depth" in self.tasks and not resume and not self._depth_initialised(init_ck):
             self._init_depth_bias()
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -87,12 +90,18 @@ class Trainer:
 
             if "disparity" not in self.tasks:
                 raise ValueError("selfsup.enabled needs the 'disparity' task (e.g. tasks=SP)")
-            self.posenet = PoseNet(cfg.selfsup.pose_backbone, pretrained=cfg.selfsup.pose_pretrained is True).to(self.device)
-            if cfg.selfsup.init_pose:
-                self.posenet.load_state_dict(load_checkpoint(cfg.selfsup.init_pose)["posenet"])
+            self.posenet = PoseNet(cfg.selfsup.pose_backbone, pretrained=cfg.selfsup.pose_pretrained or False).to(self.device)
+            pose_ck = load_checkpoint(cfg.selfsup.init_pose) if cfg.selfsup.init_pose else None
+            if pose_ck is None and init_ck is not None and (cfg.train.init_parts is None or "posenet" in cfg.train.init_parts):
+                pose_ck = init_ck
+            if pose_ck is not None and not resume:
+                if not pose_ck.get("posenet"):
+                    raise CheckpointError(f"{pose_ck['path']} holds no pose network ('posenet'); it was not a self-supervised depth run")
+                self.posenet.load_state_dict(pose_ck["posenet"])
         elif "disparity" in self.tasks:
             raise ValueError("the 'disparity' task is self-supervised: set selfsup.enabled=true")
-        self.optimizer = builders.build_optimizer(cfg, self.model, self.weighting, [self.posenet] if self.posenet else [])
+        extra = [("pose", self.posenet, cfg.selfsup.lr_pose)] if self.posenet is not None else []
+        self.optimizer = builders.build_optimizer(cfg, self.model, self.weighting, extra)
         self.scheduler = builders.build_scheduler(cfg, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
         self.net = self.model
@@ -119,6 +128,11 @@ class Trainer:
         if is_main():
             self._prepare_run_dir(resume)
         self.hooks = list(hooks) if hooks is not None else [ProgressHook(), LogHook(), EvalHook(), CheckpointHook()]
+
+    def _depth_initialised(self, init_ck) -> bool:
+        """Whether ``train.init_from`` already filled the depth decoder (then its bias is kept)."""
+        parts = self.cfg.train.init_parts
+        return init_ck is not None and (parts is None or any(p in ("decoders", "decoders.depth") for p in parts))
 
     def _init_depth_bias(self, n: int = 16) -> None:
         """Set the depth heads' bias to the inverse-depth code of the median valid depth of the

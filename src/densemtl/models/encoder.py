@@ -86,7 +86,12 @@ def load_backbone_weights(body: nn.Module, path: str | os.PathLike) -> None:
     weights (``fc.*``, ``head.*``, ``classifier.*``) ignored. Any backbone parameter left
     unfilled, or a shape mismatch, raises with the offending keys.
     """
-    sd = read_state_dict(path)
+    load_backbone_state(body, read_state_dict(path), str(path))
+
+
+def load_backbone_state(body: nn.Module, sd: dict[str, torch.Tensor], source: str = "state dict") -> None:
+    """:func:`load_backbone_weights` for a state dict already in memory (``source`` names it in errors)."""
+    path = source
     own = body.state_dict()
     cleaned: dict[str, torch.Tensor] = {}
     for k, v in sd.items():

@@ -9,6 +9,19 @@ import torch.nn as nn
 from .geometry import pose_from_parameters
 
 
+def load_pose_encoder_weights(encoder: nn.Module, path) -> None:
+    """Load a local RGB backbone weights file (torchvision or timm names) into the 6-channel
+    pose encoder: the first convolution's weights are duplicated over the two frames and halved.
+    A file that already has 6 input channels (e.g. a saved pose encoder) is loaded as is."""
+    from ..models.encoder import load_backbone_state, read_state_dict
+
+    sd = dict(read_state_dict(path))
+    for k, v in list(sd.items()):
+        if k.endswith("conv1.weight") and v.dim() == 4 and v.shape[1] == 3 and "layer" not in k:
+            sd[k] = torch.cat([v, v], 1) / 2
+    load_backbone_state(encoder, sd, str(path))
+
+
 class PoseNet(nn.Module):
     """``forward(frame_a, frame_b) -> (axis_angle (B, 3), translation (B, 3))``.
 
@@ -18,11 +31,13 @@ class PoseNet(nn.Module):
     x 0.01. Inputs are RGB in [0, 1], normalised inside like the depth network.
     """
 
-    def __init__(self, backbone: str = "resnet18", pretrained: bool = False, input_norm: str = "imagenet"):
+    def __init__(self, backbone: str = "resnet18", pretrained: bool | str = False, input_norm: str = "imagenet"):
         super().__init__()
         from ..models.base import INPUT_NORMS
 
-        self.encoder = timm.create_model(backbone, pretrained=pretrained, in_chans=6, features_only=True, out_indices=(4,))
+        self.encoder = timm.create_model(backbone, pretrained=pretrained is True, in_chans=6, features_only=True, out_indices=(4,))
+        if pretrained not in (False, True, None, ""):
+            load_pose_encoder_weights(self.encoder, pretrained)
         c = self.encoder.feature_info.channels()[-1]
         self.squeeze = nn.Conv2d(c, 256, 1)
         self.decoder = nn.Sequential(nn.ReLU(inplace=True), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=True),
