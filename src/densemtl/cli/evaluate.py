@@ -11,6 +11,8 @@ def add_parser(sub) -> None:
     p.add_argument("target", help="run directory (uses checkpoints/best.pt, else last.pt) or checkpoint file")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/elsewhere")
     p.add_argument("--split", default="val")
+    p.add_argument("--domain", choices=["auto", "source", "target"], default="auto",
+                   help="UDA runs: evaluate on the target domain (auto) or on the source data")
     p.add_argument("--save-predictions", metavar="DIR", help="write decoded predictions (<id>.npz) here")
     p.add_argument("--no-boundary", action="store_true", help="skip ODS/OIS edge F (slow)")
     p.add_argument("--batch-size", type=int, default=None)
@@ -40,6 +42,10 @@ def run(args) -> int:
     check_model_config(ckpt, model.model_config)
     model.load_state_dict(ckpt["model"])
     model.to(device)
+    if cfg.uda.target.dataset and args.domain != "source":
+        cfg = builders.target_config(cfg)
+    elif args.domain == "target":
+        raise ValueError(f"{ckpt['path']} is not a domain-adaptation run (no uda.target)")
     ds = builders.build_dataset(cfg, args.split, train=False)
     if ds.num_classes != ckpt["model_config"].get("num_classes") and "semseg" in model.tasks:
         raise ValueError(f"the checkpoint predicts {ckpt['model_config']['num_classes']} classes, dataset "
@@ -48,7 +54,7 @@ def run(args) -> int:
     opts = {**ds.meter_options(), "boundary": not args.no_boundary, "num_thresholds": int(cfg.eval.num_thresholds)}
     results = evaluate(model, loader, model.tasks, opts, device, progress=True, save_dir=args.save_predictions)
     if is_main():
-        print(f"{ckpt['path']} on {cfg.data.dataset}/{args.split} ({len(ds)} images):")
+        print(f"{ckpt['path']} on {cfg.data.dataset}/{args.split} at {cfg.data.root} ({len(ds)} images):")
         for t, metrics in results.items():
             shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("IoU_")}
             print(f"  {t}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))

@@ -78,10 +78,31 @@ DEFAULTS = {
         "lr_pose": None,            # learning rate of the pose network (null: optim.lr_decoder)
         "init_pose": None,          # densemtl checkpoint with a 'posenet' (default: train.init_from's, if it has one)
     },
+    "uda": {                       # multi-task unsupervised domain adaptation (paper section 4.5)
+        "target": {                # unlabelled target domain; its val split is what is evaluated
+            "dataset": None,       # null: no target (plain supervised training)
+            "root": None,
+            "size": None,
+            "crop": None,
+            "augment": True,
+            "options": {},         # e.g. {label_set: uda8}
+            "train_split": "train",
+            "val_split": "val",
+            "limit_train": None,
+            "limit_val": None,
+        },
+        "adversarial": False,      # false: source-only (trained on the source, evaluated on the target)
+        "weight": 0.005,           # adversarial loss weight of the model
+        "scales": None,            # output scales to align (null: the model's supervised scales)
+        "lr": 1.0e-4,              # discriminators: Adam, polynomial decay
+        "betas": [0.9, 0.99],
+        "power": 0.9,
+        "depth_ref": 10.0,         # metres mapped to 0.5 in the depth discriminator's input
+    },
     "eval": {
         "edge_boundary": False,    # ODS/OIS F during training evaluation (slow); always on in `densemtl eval`
         "num_thresholds": 25,
     },
 }
 
-FREE_FORM = ("model.options", "data.options", "loss.options")
+FREE_FORM = ("model.options", "data.options", "loss.options", "uda.target.options")

@@ -40,6 +40,22 @@ def build_dataset(cfg: DictConfig, split: str, train: bool):
     )
 
 
+def target_config(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` whose ``data`` section describes the UDA target domain
+    (``uda.target``), for :func:`build_dataset` and :func:`dataset_info`."""
+    t = cfg.uda.target
+    if not t.dataset:
+        raise ValueError("uda.target.dataset is not set")
+    out = cfg.copy()
+    data = out.data
+    data.dataset, data.root, data.size, data.crop, data.augment = t.dataset, t.root, t.size, t.crop, t.augment
+    data.options, data.train_split, data.val_split = t.options, t.train_split, t.val_split
+    data.limit_train, data.limit_val, data.scale_crop = t.limit_train, t.limit_val, None
+    if not data.root:
+        raise ValueError(f"uda.target.root is not set: give the {t.dataset} dataset root")
+    return out
+
+
 def build_loader(ds, batch_size: int, train: bool, seed: int, num_workers: int):
     sampler = ResumableSampler(len(ds), seed=seed, shuffle=train, rank=rank(), world=world_size(), pad=train)
     loader = torch.utils.data.DataLoader(

@@ -61,11 +61,16 @@ class Trainer:
                 torch.backends.cudnn.benchmark = False
         # data
         self.train_set = builders.build_dataset(cfg, cfg.data.train_split, train=True)
-        self.val_set = builders.build_dataset(cfg, cfg.data.val_split, train=False) if cfg.train.eval_every else None
+        self.val_set = None
+        if cfg.train.eval_every and not cfg.uda.target.dataset:  # UDA: evaluated on the target (_build_target)
+            self.val_set = builders.build_dataset(cfg, cfg.data.val_split, train=False)
         self.train_loader, self.sampler = builders.build_loader(self.train_set, int(cfg.data.batch_size), True, int(cfg.seed), int(cfg.data.num_workers))
         self.val_loader = None
         if self.val_set is not None:
             self.val_loader, _ = builders.build_loader(self.val_set, int(cfg.data.val_batch_size), False, 0, int(cfg.data.num_workers))
+        self.target_set = self.target_loader = None
+        if cfg.uda.target.dataset:
+            self._build_target(cfg)
         self.batches_per_epoch = self.sampler.per_epoch() // int(cfg.data.batch_size)
         if self.batches_per_epoch == 0:
             raise ValueError(f"the training split has {len(self.train_set)} samples, fewer than data.batch_size={cfg.data.batch_size} x {world_size()} processes")
@@ -113,13 +118,25 @@ class Trainer:
                 self.net = self.model
             self.model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.uda = None
+        if cfg.uda.adversarial:
+            from ..uda.alignment import AdversarialAlignment
+
+            u = cfg.uda
+            self.uda = AdversarialAlignment(
+                self.tasks, u.scales if u.scales is not None else self.net.supervised_scales, self.num_classes,
+                weight=float(u.weight), lr=float(u.lr), betas=tuple(u.betas), power=float(u.power),
+                max_steps=int(cfg.schedule.iterations), depth_ref=float(u.depth_ref), device=self.device)
+            if is_distributed():
+                self.uda.net = torch.nn.parallel.DistributedDataParallel(
+                    self.uda.critic, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         shared = list(self.net.encoder.body.children())[-1]
         self.shared_parameters = [p for p in shared.parameters() if p.requires_grad]
         self.iter = 0
         self.max_iter = int(cfg.schedule.iterations)
         self.best = None
         self.select_ref = None
-        self.meter_options = {**self.train_set.meter_options(), "boundary": bool(cfg.eval.edge_boundary),
+        self.meter_options = {**(self.val_set or self.train_set).meter_options(), "boundary": bool(cfg.eval.edge_boundary),
                               "num_thresholds": int(cfg.eval.num_thresholds)}
         self.metrics_log = MetricsLog(self.run_dir / "metrics.jsonl")
         self.tb = None
@@ -182,6 +199,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "weighting": self.weighting.state_dict(),
             "posenet": self.posenet.state_dict() if self.posenet is not None else None,
+            "uda": self.uda.state_dict() if self.uda is not None else None,
             "scaler": self.scaler.state_dict(),
             "iteration": self.iter,
             "rng": rng_state(),
@@ -205,6 +223,10 @@ class Trainer:
         self.weighting.load_state_dict(ckpt["weighting"])
         if self.posenet is not None:
             self.posenet.load_state_dict(ckpt["posenet"])
+        if self.uda is not None:
+            if not ckpt.get("uda"):
+                raise CheckpointError(f"{path} has no discriminators: it was not written by an adversarial (uda) run")
+            self.uda.load_state_dict(ckpt["uda"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.iter = int(ckpt["iteration"])
         self.best, self.select_ref = ckpt.get("best"), ckpt.get("select_ref")
@@ -231,6 +253,8 @@ class Trainer:
         total, info = self.weighting.backward(losses, shared_parameters=self.shared_parameters,
                                               scaler=self.scaler if self.scaler.is_enabled() else None)
         logs = {"loss": float(total), **{f"loss/{t}": float(v.detach()) for t, v in losses.items()}, **info}
+        if self.uda is not None:
+            out_t = self._adversarial_backward(logs)
         if cfg.optim.clip_grad_norm:
             self.scaler.unscale_(self.optimizer)
             params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -242,7 +266,66 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.weighting.step_end()
+        if self.uda is not None:
+            logs.update(self.uda.discriminator_step(out, out_t, x.shape[-2:]))
         return logs
+
+    def _adversarial_backward(self, logs: dict) -> dict:
+        """Target batch: the model learns to make the (frozen) discriminators answer "source"."""
+        xt = self._next_target_batch()["image"].to(self.device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            xt = xt.contiguous(memory_format=torch.channels_last)
+        with amp_context(self.device, self.cfg.train.amp):
+            out_t = self.model(xt)
+        if not getattr(self, "_uda_checked", False):
+            self.uda.check_outputs(out_t)
+            self._uda_checked = True
+        adv, info = self.uda.generator_loss(out_t, xt.shape[-2:])
+        (self.scaler.scale(adv) if self.scaler.is_enabled() else adv).backward()
+        logs["loss/adversarial"] = float(adv.detach())
+        logs["loss"] += logs["loss/adversarial"]
+        logs.update(info)
+        return out_t
+
+    def _build_target(self, cfg) -> None:
+        """UDA target domain: its val split replaces the source's for evaluation; with
+        ``uda.adversarial`` its train split feeds unlabelled batches (labels never used)."""
+        tcfg = builders.target_config(cfg)
+        if cfg.train.eval_every:
+            self.val_set = builders.build_dataset(tcfg, tcfg.data.val_split, train=False)
+            if self.val_set.num_classes != self.train_set.num_classes:
+                raise ValueError(
+                    f"source {cfg.data.dataset} has {self.train_set.num_classes} classes but target {tcfg.data.dataset} "
+                    f"has {self.val_set.num_classes}: use a common label set (data.options.label_set and "
+                    f"uda.target.options.label_set, e.g. uda8 for VKITTI2 -> Cityscapes)")
+            self.val_loader, _ = builders.build_loader(self.val_set, int(cfg.data.val_batch_size), False, 0, int(cfg.data.num_workers))
+        if cfg.uda.adversarial:
+            self.target_set = builders.build_dataset(tcfg, tcfg.data.train_split, train=True)
+            self.target_loader, self.target_sampler = builders.build_loader(
+                self.target_set, int(cfg.data.batch_size), True, int(cfg.seed) + 1, int(cfg.data.num_workers))
+            self.target_per_epoch = self.target_sampler.per_epoch() // int(cfg.data.batch_size)
+            if self.target_per_epoch == 0:
+                raise ValueError(f"the target training split has {len(self.target_set)} samples, fewer than data.batch_size")
+            self._target_it, self._target_pos = None, None
+
+    def _next_target_batch(self) -> dict:
+        """The target batch of the current iteration: position ``self.iter`` of an endless,
+        seeded, per-epoch shuffled stream (so a resumed run sees the same target batches)."""
+        bs = int(self.cfg.data.batch_size)
+        if self._target_it is None or self._target_pos != self.iter:
+            epoch, offset = divmod(self.iter, self.target_per_epoch)
+            self.target_sampler.set_epoch(epoch, offset * bs)
+            self.target_set.set_epoch(epoch)
+            self._target_it, self._target_pos = iter(self.target_loader), self.iter
+        try:
+            batch = next(self._target_it)
+        except StopIteration:
+            self._target_it = None
+            return self._next_target_batch()
+        self._target_pos += 1
+        if self._target_pos % self.target_per_epoch == 0:
+            self._target_it = None  # next epoch: new shuffle
+        return batch
 
     def _selfsup_losses(self, out, batch, x, labels) -> dict:
         """Supervised tasks at ``selfsup.supervised_scales`` + the Monodepth2 objective for disparity."""

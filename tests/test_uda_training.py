@@ -1,0 +1,96 @@
+"""Adversarial multi-task domain adaptation in the trainer: gradient isolation, checkpoints,
+exact resume, evaluation on the target domain."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from densemtl.cli.main import main
+from densemtl.config import config_from_dict
+from densemtl.data.synth import generate_dataset
+from densemtl.engine import Trainer, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def domains(tmp_path_factory):
+    root = tmp_path_factory.mktemp("uda")
+    src = generate_dataset(root / "src", num=10, size=(64, 64), seed=0, workers=1, progress=False)
+    tgt = generate_dataset(root / "tgt", num=10, size=(64, 64), seed=1, style="shifted", workers=1, progress=False)
+    return src, tgt
+
+
+def uda_config(domains, out, **over):
+    src, tgt = domains
+    base = {"uda.target": {"dataset": "nyud", "root": str(tgt), "limit_val": 4}, "uda.adversarial": True,
+            "train.eval_every": 0, "schedule.iterations": 4}
+    return tiny_config(src, out, **{**base, **over})
+
+
+def _params(module):
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def test_gradient_isolation(domains, tmp_path):
+    tr = Trainer(config_from_dict(uda_config(domains, tmp_path)), run_dir=tmp_path / "run")
+    assert len(tr.uda.critic.discriminators) == 2 * len(tr.net.supervised_scales)  # semseg + depth per scale
+    batch = next(iter(tr.train_loader))
+    tr.model.train()
+    disc0, model0 = _params(tr.uda.critic), _params(tr.net)
+    # generator step: the discriminators are frozen and get no gradient; the model does
+    tr.optimizer.zero_grad(set_to_none=True)
+    out_t = tr._adversarial_backward({"loss": 0.0})
+    assert all(p.grad is None for p in tr.uda.critic.parameters())
+    assert all(p.requires_grad for p in tr.uda.critic.parameters())  # unfrozen again afterwards
+    assert sum(float(p.grad.abs().sum()) for p in tr.net.parameters() if p.grad is not None) > 0
+    tr.optimizer.step()
+    after = _params(tr.uda.critic)
+    assert all(torch.equal(disc0[k], after[k]) for k in disc0)
+    # discriminator step: no model parameter (nor its gradient) changes
+    model1 = _params(tr.net)
+    grads = {n: p.grad.clone() for n, p in tr.net.named_parameters() if p.grad is not None}
+    assert any(not torch.equal(model0[k], model1[k]) for k in model0)
+    with torch.no_grad():
+        out_s = tr.model(batch["image"])
+    logs = tr.uda.discriminator_step(out_s, out_t, batch["image"].shape[-2:])
+    assert logs["loss/discriminators"] > 0
+    model2 = _params(tr.net)
+    assert all(torch.equal(model1[k], model2[k]) for k in model1)
+    assert all(torch.equal(grads[n], p.grad) for n, p in tr.net.named_parameters() if n in grads)
+    assert any(not torch.equal(after[k], v) for k, v in _params(tr.uda.critic).items())
+
+
+def test_uda_run_resumes_exactly_and_evaluates_on_the_target(domains, tmp_path, capsys):
+    ref = Trainer(config_from_dict(uda_config(domains, tmp_path / "ref")))
+    ref.train()
+    ref_log = [json.loads(s) for s in (tmp_path / "ref/t/r/metrics.jsonl").read_text().splitlines()]
+    ref_losses = [r["loss"] for r in ref_log if r["type"] == "train"]
+    assert all("loss/adversarial" in r and "loss/discriminators" in r for r in ref_log if r["type"] == "train")
+    ck = load_checkpoint(tmp_path / "ref/t/r/checkpoints/last.pt")
+    assert ck["uda"]["optimizer"]["state"] and any("discriminators" in k for k in ck["uda"]["critic"])
+    # stop after 2 iterations, resume to 4: the same losses (model, discriminators, target stream)
+    Trainer(config_from_dict(uda_config(domains, tmp_path / "cut", **{"schedule.iterations": 2}))).train()
+    assert main(["train", "--resume", str(tmp_path / "cut/t/r"), "schedule.iterations=4"]) == 0
+    cut = [json.loads(s) for s in (tmp_path / "cut/t/r/metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in cut if r["type"] == "train"]
+    assert losses == pytest.approx(ref_losses, rel=1e-6)
+    # evaluation uses the target domain's val split
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "ref/t/r"), "--no-boundary", "--json", str(tmp_path / "m.json")]) == 0
+    assert f"at {domains[1]} (" in capsys.readouterr().out  # the target's root
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert set(m["metrics"]) == {"semseg", "depth"}
+
+
+def test_uda_config_errors(domains, tmp_path):
+    with pytest.raises(ValueError, match="needs a target domain"):
+        config_from_dict(tiny_config(domains[0], tmp_path, **{"uda.adversarial": True}))
+    with pytest.raises(ValueError, match="uda.target.nope"):
+        config_from_dict(uda_config(domains, tmp_path, **{"uda.target": {"dataset": "nyud", "root": str(domains[1]), "nope": 1}}))
+    from data_fixtures import write_cityscapes
+
+    write_cityscapes(tmp_path / "cs", split="val")
+    with pytest.raises(ValueError, match=r"source nyud has \d+ classes but target cityscapes has 16"):
+        Trainer(config_from_dict(uda_config(domains, tmp_path, **{"train.eval_every": 2, "uda.adversarial": False, "uda.target": {
+            "dataset": "cityscapes", "root": str(tmp_path / "cs")}})), run_dir=tmp_path / "x")
