@@ -27,13 +27,26 @@ def test_presets_cover_the_paper_tables():
     assert len([n for n in names if n.startswith("table3/")]) == 16
     assert len([n for n in names if n.startswith("table4/")]) == 6
     assert {n for n in names if n.startswith("table5/")} == {f"table5/cityscapes/{r}.yaml" for r in ("3ways", "3ways_padnet", "3ways_mteb")}
+    for src in ("synthia", "vkitti2"):  # every row of Table 6, plus the other methods
+        rows = {"stl_target_semseg", "stl_target_depth", "stl_source_semseg", "stl_source_depth", "stl_uda_semseg",
+                "stl_uda_depth", "mtl_target", "mtl_source", "mtl_uda", "densemtl_uda"}
+        assert rows | {"padnet_uda", "padnet3ways_uda"} <= {n.split("/")[-1][:-5] for n in names if n.startswith(f"table6/{src}_cityscapes/")}
 
 
 @pytest.mark.parametrize("path", LEAVES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
 def test_every_preset_loads(path):
     cfg = load_config(path)
     assert cfg.experiment == path.relative_to(CONFIGS).with_suffix("").as_posix()
-    assert cfg.schedule.iterations == 40000 and cfg.optim.clip_grad_norm == 10.0
+    assert cfg.schedule.iterations == 40000
+    if "table6" in path.parts:  # the released UDA recipe: Adam, constant lr, no clipping
+        assert cfg.optim.clip_grad_norm is None and list(cfg.schedule.milestones) == [] and cfg.tasks in ("S", "D", "SD")
+        assert cfg.uda.adversarial == path.stem.endswith(("_uda", "_uda_semseg", "_uda_depth"))
+        assert bool(cfg.uda.target.dataset) == ("_target" not in path.stem)
+        if "vkitti2" in path.parts[-2]:
+            assert cfg.data.options.label_set == "uda8"
+            assert "_target" in path.stem or (list(cfg.data.crop) == [512, 1024] and cfg.uda.target.options.label_set == "uda8")
+    else:
+        assert cfg.optim.clip_grad_norm == 10.0
     if "table5" in path.parts:
         assert cfg.selfsup.enabled and cfg.tasks == "SP" and list(cfg.data.crop) == [512, 512]
 
@@ -41,7 +54,7 @@ def test_every_preset_loads(path):
 @pytest.mark.parametrize("rel", ["table1/synthia/sdn/densemtl.yaml", "table2/nyud/sdne/padnet3ways.yaml",
                                  "table3/vkitti2/sd/mteb_21.yaml", "table4/vkitti2/sdn/attention_both.yaml",
                                  "table1/cityscapes/stl/normals.yaml", "table2/nyud/sd/mtl.yaml",
-                                 "table5/cityscapes/3ways_mteb.yaml"])
+                                 "table5/cityscapes/3ways_mteb.yaml", "table6/vkitti2_cityscapes/densemtl_uda.yaml"])
 def test_presets_build_their_model(rel):
     cfg = load_config(CONFIGS / rel, ["model.pretrained=false"])
     with torch.device("meta"):

@@ -94,3 +94,37 @@ def test_uda_config_errors(domains, tmp_path):
     with pytest.raises(ValueError, match=r"source nyud has \d+ classes but target cityscapes has 16"):
         Trainer(config_from_dict(uda_config(domains, tmp_path, **{"train.eval_every": 2, "uda.adversarial": False, "uda.target": {
             "dataset": "cityscapes", "root": str(tmp_path / "cs")}})), run_dir=tmp_path / "x")
+
+
+def test_table6_layout_delta_against_stl_uda():
+    from densemtl.engine.report import build_table, to_markdown
+
+    def run(model, tasks, setting, miou=None, rmse=None, seed=0):
+        uda = {"target": {"dataset": "cityscapes" if setting != "target" else None}, "adversarial": setting == "uda"}
+        cfg = {"data": {"dataset": "synthia" if setting != "target" else "cityscapes"}, "tasks": tasks, "uda": uda,
+               "model": {"name": model, "backbone": "resnet101", "options": {}}}
+        metrics = {}
+        if miou is not None:
+            metrics["semseg"] = {"mIoU": miou}
+        if rmse is not None:
+            metrics["depth"] = {"rmse": rmse}
+        return {"dir": f"{model}-{tasks}-{setting}-{seed}", "config": cfg, "metrics": metrics, "iter": 1, "class_names": None}
+
+    runs = [run("stl", "S", "uda", miou=30.0), run("stl", "D", "uda", rmse=10.0),
+            run("stl", "S", "source", miou=25.0), run("stl", "D", "source", rmse=12.0),
+            run("mtl", "SD", "uda", miou=33.0, rmse=9.0), run("mtl", "SD", "uda", miou=35.0, rmse=9.5, seed=1),
+            run("densemtl", "SD", "source", miou=27.0, rmse=11.0), run("stl", "S", "target", miou=60.0)]
+    table = build_table(runs)
+    rows = {(r["dataset"], r["setting"], r["method"]): r for r in table["rows"]}
+    mtl = rows[("synthia→cityscapes", "UDA", "MTL")]
+    # Delta_SD vs STL-UDA, per seed then mean: ((33-30)/30 + (10-9)/10)/2 and ((35-30)/30 + (10-9.5)/10)/2
+    expected = [100 * ((33 - 30) / 30 + (10 - 9) / 10) / 2, 100 * ((35 - 30) / 30 + (10 - 9.5) / 10) / 2]
+    assert mtl["delta"][0] == pytest.approx(sum(expected) / 2)
+    dense = rows[("synthia→cityscapes", "source-only", "DenseMTL")]
+    assert dense["delta"][0] == pytest.approx(100 * ((27 - 30) / 30 + (10 - 11) / 10) / 2)
+    stl_src = rows[("synthia→cityscapes", "source-only", "STL")]
+    assert stl_src["tasks"] == ["semseg", "depth"] and stl_src["delta"][0] == pytest.approx(100 * ((25 - 30) / 30 + (10 - 12) / 10) / 2)
+    assert rows[("synthia→cityscapes", "UDA", "STL")]["delta"] is None
+    md = to_markdown(table)
+    assert md.splitlines()[0].startswith("| dataset | setting | method |") and "| cityscapes | supervised | STL |" in md
+    assert "vs STL-UDA" in md

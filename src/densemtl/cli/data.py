@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
     syn.add_argument("--style", default="default", help="appearance preset: default or shifted (domain shift)")
     syn.add_argument("--workers", type=int, default=None)
     syn.add_argument("--sequences", action="store_true", help="also write frames t-1, t+1 and their relative poses")
+    syn.add_argument("--motion", choices=["random", "forward"], default="random",
+                     help="camera motion of --sequences: random small motions, or driving forward like a car")
     syn.set_defaults(func=run_synth)
 
 
@@ -95,7 +97,7 @@ def run_synth(args) -> int:
     h, w = _wh(args.size)
     t0 = time.perf_counter()
     out = generate_dataset(args.out, args.num, (h, w), args.seed, args.style, workers=args.workers,
-                           progress=sys.stderr.isatty(), sequences=args.sequences)
+                           progress=sys.stderr.isatty(), sequences=args.sequences, motion=args.motion)
     print(f"wrote {args.num} procedural scenes ({w}x{h}, seed {args.seed}, style {args.style}) to {out} "
           f"in {time.perf_counter() - t0:.1f} s; read it with dataset 'nyud'")
     return 0

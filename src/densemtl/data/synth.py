@@ -275,23 +275,35 @@ def relative_pose(pos_a, R_a, pos_b, R_b) -> np.ndarray:
     return T
 
 
+MOTIONS = ("random", "forward")
+
+
 def render_sequence(seed: int, index: int, size=(128, 160), style: SceneStyle | str = "default",
-                    max_translation: float = 0.25, max_rotation_deg: float = 2.0) -> dict:
+                    max_translation: float = 0.25, max_rotation_deg: float = 2.0, motion: str = "random") -> dict:
     """Frames t-1, t, t+1 of a camera moving by small known rigid motions around scene ``index``.
+
+    ``motion="random"``: each neighbour is displaced by ``max_translation`` (m) along the view
+    direction plus a uniform random offset of up to ``max_translation`` per axis, and rotated
+    by up to ``max_rotation_deg`` about a random axis. ``motion="forward"``: a camera driving
+    forward at about constant speed like a car's (``max_translation`` per frame along the view
+    direction, random offsets and rotations 5x smaller).
 
     Returns ``{"frames": [view(t-1), view(t), view(t+1)], "T_t_to_prev", "T_t_to_next"}`` with
     4x4 transforms mapping camera-t coordinates into the neighbour's camera coordinates.
     """
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown camera motion {motion!r}; choose from {', '.join(MOTIONS)}")
+    jitter = 1.0 if motion == "random" else 0.2
     scene = sample_scene(seed, index, style)
     rng = np.random.default_rng([seed, index, 1])
     views = {}
     for k in (-1, 1):
         axis = rng.normal(size=3)
         axis /= np.linalg.norm(axis)
-        ang = np.radians(rng.uniform(-max_rotation_deg, max_rotation_deg))
+        ang = np.radians(rng.uniform(-max_rotation_deg, max_rotation_deg) * jitter)
         K_ = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
         dR = np.eye(3) + np.sin(ang) * K_ + (1 - np.cos(ang)) * (K_ @ K_)
-        step = rng.uniform(-max_translation, max_translation, 3) + scene.R[2] * max_translation * k
+        step = rng.uniform(-max_translation, max_translation, 3) * jitter + scene.R[2] * max_translation * k
         views[k] = (scene.pos + step, dR @ scene.R)
     frames = [render_view(scene, size, *views[-1], noise_seed=(seed, index, 0)),
               render_view(scene, size, noise_seed=(seed, index, 1)),
@@ -302,13 +314,13 @@ def render_sequence(seed: int, index: int, size=(128, 160), style: SceneStyle | 
 
 
 def _write_one(args):
-    out, seed, index, size, style, sequences = args
+    out, seed, index, size, style, sequences, motion = args
     from .io import write_png
     from .nyud import encode_normals_png
 
     name = f"{index:05d}"
     if sequences:
-        q = render_sequence(seed, index, size, style)
+        q = render_sequence(seed, index, size, style, motion=motion)
         s = q["frames"][1]
         write_png(out / "sequence" / f"{name}_prev.png", q["frames"][0]["image"])
         write_png(out / "sequence" / f"{name}_next.png", q["frames"][2]["image"])
@@ -327,7 +339,7 @@ def _write_one(args):
 
 def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style: str = "default",
                      val_fraction: float = 0.2, workers: int | None = None, progress: bool = True,
-                     sequences: bool = False) -> Path:
+                     sequences: bool = False, motion: str = "random") -> Path:
     """Write ``num`` scenes in the NYUDv2 layout under ``out``; returns ``out``.
 
     Split: a seeded permutation, 80 % train / 20 % val (disjoint). ``workers`` processes
@@ -351,9 +363,11 @@ def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style
         "name": "densemtl procedural indoor scenes", "num_classes": len(SYNTH_CLASSES), "class_names": list(SYNTH_CLASSES),
         "intrinsics": {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "width": w, "height": h},
         "default_size": [h, w], "depth_range": [1e-3, 20.0], "normals_frame": "opencv (x right, y down, z forward)",
-        "seed": seed, "num": num, "style": style, "style_params": asdict(STYLES[style]), "sequences": sequences,
+        "seed": seed, "num": num, "style": style, "style_params": asdict(STYLES[style]), "sequences": sequences, "motion": motion if sequences else None,
     }
-    jobs = [(out, seed, i, (h, w), style, sequences) for i in range(num)]
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown camera motion {motion!r}; choose from {', '.join(MOTIONS)}")
+    jobs = [(out, seed, i, (h, w), style, sequences, motion) for i in range(num)]
     workers = workers or os.cpu_count() or 1
     from tqdm import tqdm
 

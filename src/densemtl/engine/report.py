@@ -41,12 +41,23 @@ def load_run(run_dir: str | Path, which: str = "last") -> dict:
     return {"dir": str(run_dir), "config": cfg, "metrics": metrics, "iter": rec["iter"], "class_names": class_names}
 
 
+def domain_setting(cfg: dict) -> tuple[str, str]:
+    """``(domain, setting)``: ``("synthia→cityscapes", "UDA" | "source-only")`` for domain
+    adaptation runs, ``(dataset, "")`` for supervised ones."""
+    target = ((cfg.get("uda") or {}).get("target") or {}).get("dataset")
+    if not target:
+        return cfg["data"]["dataset"], ""
+    return f"{cfg['data']['dataset']}→{target}", "UDA" if cfg["uda"].get("adversarial") else "source-only"
+
+
 def method_key(cfg: dict) -> tuple:
-    """Runs that differ only by seed / run name / output place share this key."""
+    """Runs that differ only by seed / run name / output place share this key:
+    ``(domain, model, options, backbone, setting)``."""
     m = cfg["model"]
     defaults = model_options(m["name"])
     opts = {k: v for k, v in (m.get("options") or {}).items() if k in defaults and v != _plain(defaults[k])}
-    return (cfg["data"]["dataset"], m["name"], json.dumps(opts, sort_keys=True), m.get("backbone"))
+    domain, setting = domain_setting(cfg)
+    return (domain, m["name"], json.dumps(opts, sort_keys=True), m.get("backbone"), setting)
 
 
 def _plain(v):
@@ -54,7 +65,7 @@ def _plain(v):
 
 
 def method_label(cfg: dict) -> str:
-    _, name, opts, _ = method_key(cfg)
+    _, name, opts, _, _ = method_key(cfg)
     label = METHOD_LABELS.get(name, name)
     o = json.loads(opts)
     return label + (" [" + ", ".join(f"{k}={v}" for k, v in o.items()) + "]" if o else "")
@@ -76,14 +87,16 @@ def build_table(runs: list[dict]) -> dict:
         key = method_key(r["config"]) + (tuple(parse_task_set(r["config"]["tasks"])),)
         groups.setdefault(key, []).append(r)
     all_tasks = parse_task_set({t for k in groups for t in k[-1]})
-    stl: dict[tuple, dict[str, float]] = {}  # (dataset, backbone) -> task -> mean metric
+    # Delta reference: the single-task runs of the same domain and backbone; for domain
+    # adaptation, the adversarially adapted single-task runs (STL-UDA), as in the paper's Table 6
+    stl: dict[tuple, dict[str, float]] = {}  # (domain, backbone, setting) -> task -> mean metric
     for key, rs in groups.items():
         if key[1] == "stl":
             t = key[-1][0]
             head = get_task(t).headline_metric
-            stl.setdefault((key[0], key[3]), {})[t] = float(np.mean([r["metrics"][t][head] for r in rs]))
+            stl.setdefault((key[0], key[3], key[4]), {})[t] = float(np.mean([r["metrics"][t][head] for r in rs]))
     rows = []
-    for key, rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "stl", kv[0][-1], kv[0][1])):
+    for key, rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "stl", kv[0][4], kv[0][-1], kv[0][1])):
         tasks = key[-1]
         metrics = {t: _mean_std([r["metrics"][t][get_task(t).headline_metric] for r in rs]) for t in tasks}
         classes = {}
@@ -93,26 +106,32 @@ def build_table(runs: list[dict]) -> dict:
                 if all(v is not None for v in vals):
                     classes[name] = _mean_std(vals)
         delta = None
-        base = stl.get((key[0], key[3]), {})
+        base = stl.get((key[0], key[3], "UDA" if key[4] else ""), {})
         if key[1] != "stl" and all(t in base for t in tasks):
             deltas = [multitask_delta({t: r["metrics"][t] for t in tasks}, {t: base[t] for t in tasks}, tasks) for r in rs]
             delta = _mean_std(deltas)
         label = method_label(rs[0]["config"]) + ("" if key[3] == "resnet101" else f" ({key[3]})")
-        rows.append({"dataset": key[0], "method": label, "backbone": key[3], "tasks": list(tasks), "n": len(rs),
-                     "metrics": metrics, "classes": classes,
+        rows.append({"dataset": key[0], "setting": key[4], "method": label, "backbone": key[3], "tasks": list(tasks),
+                     "n": len(rs), "metrics": metrics, "classes": classes,
                      "delta": delta, "runs": [r["dir"] for r in rs],
                      "selfsup": all((r["config"].get("selfsup") or {}).get("enabled") for r in rs)})
     # one STL row per dataset combining the single-task networks
     merged = []
     for r in rows:
         if (r["method"].startswith("STL") and merged and merged[-1]["method"] == r["method"]
-                and merged[-1]["dataset"] == r["dataset"] and merged[-1]["backbone"] == r["backbone"]):
+                and merged[-1]["dataset"] == r["dataset"] and merged[-1]["backbone"] == r["backbone"]
+                and merged[-1]["setting"] == r["setting"]):
             merged[-1]["metrics"].update(r["metrics"])
             merged[-1]["tasks"] = list(parse_task_set(merged[-1]["tasks"] + r["tasks"]))
             merged[-1]["runs"] += r["runs"]
             merged[-1]["n"] = min(merged[-1]["n"], r["n"])
         else:
             merged.append(r)
+    for r in merged:  # STL source-only vs STL-UDA (from the means; one STL run per task and seed)
+        base = stl.get((r["dataset"], r["backbone"], "UDA"), {})
+        if r["setting"] == "source-only" and r["method"].startswith("STL") and all(t in base for t in r["tasks"]):
+            mean = {t: {get_task(t).headline_metric: r["metrics"][t][0]} for t in r["tasks"]}
+            r["delta"] = (multitask_delta(mean, base, r["tasks"]), 0.0)
     return {"tasks": list(all_tasks), "rows": merged}
 
 
@@ -152,14 +171,18 @@ def to_markdown(table: dict, layout: str = "auto") -> str:
         return _classes_markdown(table)
     tasks = table["tasks"]
     code = "".join(get_task(t).letter for t in tasks)
-    head = ["dataset", "method", "tasks", "seeds"] + [f"{get_task(t).name} {COLUMN[t][1]} {'↑' if get_task(t).higher_is_better else '↓'}" for t in tasks] + ["Δ % ↑"]
+    uda = any(r.get("setting") for r in table["rows"])
+    head = ["dataset"] + (["setting"] if uda else []) + ["method", "tasks", "seeds"]
+    head += [f"{get_task(t).name} {COLUMN[t][1]} {'↑' if get_task(t).higher_is_better else '↓'}" for t in tasks] + ["Δ % ↑"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
-        cells = [r["dataset"], r["method"], "-".join(get_task(t).letter for t in r["tasks"]), str(r["n"])]
+        cells = [r["dataset"]] + ([r.get("setting") or "supervised"] if uda else [])
+        cells += [r["method"], "-".join(get_task(t).letter for t in r["tasks"]), str(r["n"])]
         cells += [_fmt(r["metrics"].get(t), _digits(t)) for t in tasks]
         cells.append("-" if r["delta"] is None else (f"{r['delta'][0]:+.2f}" + (f" ± {r['delta'][1]:.2f}" if r["delta"][1] else "")))
         lines.append("| " + " | ".join(cells) + " |")
-    lines.append(f"\nΔ: mean relative change of each row's task metrics vs the STL row ({code} columns), in %.")
+    lines.append(f"\nΔ: mean relative change of each row's task metrics vs the STL row ({code} columns), in %"
+                 + ("; for domain adaptation (source→target) vs STL-UDA, as in the paper's Table 6." if uda else "."))
     return "\n".join(lines)
 
 
@@ -186,10 +209,10 @@ def to_csv(table: dict) -> str:
     names: list[str] = []
     for r in table["rows"]:
         names += [n for n in r.get("classes", {}) if n not in names]
-    w.writerow(["dataset", "method", "tasks", "seeds"] + [x for t in tasks for x in (f"{t}_{COLUMN[t][0]}_mean", f"{t}_{COLUMN[t][0]}_std")]
+    w.writerow(["dataset", "setting", "method", "tasks", "seeds"] + [x for t in tasks for x in (f"{t}_{COLUMN[t][0]}_mean", f"{t}_{COLUMN[t][0]}_std")]
                + ["delta_mean", "delta_std"] + [f"semseg_IoU_{n}_mean" for n in names])
     for r in table["rows"]:
-        row = [r["dataset"], r["method"], "-".join(get_task(t).letter for t in r["tasks"]), r["n"]]
+        row = [r["dataset"], r.get("setting") or "supervised", r["method"], "-".join(get_task(t).letter for t in r["tasks"]), r["n"]]
         for t in tasks:
             row += list(r["metrics"].get(t, ("", "")))
         row += list(r["delta"]) if r["delta"] else ["", ""]
