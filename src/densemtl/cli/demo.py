@@ -9,11 +9,15 @@ from pathlib import Path
 
 DEMO_METHODS = (("stl_semseg", "stl", "S"), ("stl_depth", "stl", "D"), ("stl_normals", "stl", "N"),
                 ("mtl", "mtl", "SDN"), ("padnet3ways", "padnet3ways", "SDN"), ("densemtl", "densemtl", "SDN"))
+# --uda: procedural source (default style) -> target (shifted style), task set S-D (Table 6 rows)
+UDA_METHODS = (("stl_uda_semseg", "stl", "S", True), ("stl_uda_depth", "stl", "D", True),
+               ("mtl_source", "mtl", "SD", False), ("mtl_uda", "mtl", "SD", True),
+               ("densemtl_source", "densemtl", "SD", False), ("densemtl_uda", "densemtl", "SD", True))
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="small end-to-end comparison on the bundled procedural dataset")
-    p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+    p.add_argument("--out", default=None, help="output folder (default outputs/demo, or outputs/demo_uda with --uda)")
     p.add_argument("--iterations", type=int, default=120)
     p.add_argument("--num-images", type=int, default=600)
     p.add_argument("--size", default="80x64", help="WxH (default 80x64)")
@@ -21,15 +25,22 @@ def add_parser(sub) -> None:
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--reuse", action="store_true", help="reuse finished runs in --out instead of retraining")
+    p.add_argument("--uda", action="store_true",
+                   help="domain adaptation instead: source-only vs adversarial UDA (S-D) from the default to the "
+                        "'shifted' procedural style, evaluated on the shifted domain (default --out outputs/demo_uda)")
     p.set_defaults(func=run)
 
 
-def demo_config(name, model, tasks, args, data_root, out):
+def demo_config(name, model, tasks, args, data_root, out, target_root=None, adversarial=False):
     from ..config import config_from_dict
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     n = int(args.iterations)
-    return config_from_dict({
+    extra = {}
+    if target_root is not None:
+        extra["uda"] = {"target": {"dataset": "nyud", "root": str(target_root), "size": [h, w]}, "adversarial": adversarial,
+                        "depth_ref": 3.0}  # indoor scenes: 3 m -> 0.5 in the depth discriminator's input
+    return config_from_dict({**extra,
         "experiment": "demo", "run_name": name, "output_dir": str(out / "runs"), "seed": args.seed, "tasks": tasks,
         "model": {"name": model, "backbone": args.backbone, "pretrained": False},
         "data": {"dataset": "nyud", "root": str(data_root), "size": [h, w], "batch_size": args.batch_size,
@@ -53,16 +64,23 @@ def run(args) -> int:
     from ..viz import save_grid
 
     t_start = time.perf_counter()
-    out = Path(args.out)
+    out = Path(args.out or ("outputs/demo_uda" if args.uda else "outputs/demo"))
     data_root = out / "data"
     w, h = (int(v) for v in args.size.lower().split("x"))
     if not (data_root / "dataset.json").is_file():
         print(f"[demo] generating {args.num_images} procedural scenes ({w}x{h}) in {data_root} ...")
         generate_dataset(data_root, num=args.num_images, size=(h, w), seed=args.seed, progress=False)
+    target_root = None
+    if args.uda:
+        target_root = out / "data_shifted"
+        if not (target_root / "dataset.json").is_file():
+            print(f"[demo] generating {args.num_images} procedural scenes in the 'shifted' style in {target_root} ...")
+            generate_dataset(target_root, num=args.num_images, size=(h, w), seed=args.seed + 1, style="shifted", progress=False)
     print(f"[demo] data: {data_root} (procedural indoor scenes, 8 classes); threads: {torch.get_num_threads()}")
     run_dirs = []
-    for name, model, tasks in DEMO_METHODS:
-        cfg = demo_config(name, model, tasks, args, data_root, out)
+    methods = UDA_METHODS if args.uda else [m + (False,) for m in DEMO_METHODS]
+    for name, model, tasks, adversarial in methods:
+        cfg = demo_config(name, model, tasks, args, data_root, out, target_root, adversarial)
         run_dir = Path(cfg.output_dir) / "demo" / name
         done = (run_dir / "checkpoints" / "last.pt").is_file() and '"type": "eval"' in (run_dir / "metrics.jsonl").read_text() \
             if (run_dir / "metrics.jsonl").is_file() else False
@@ -82,6 +100,13 @@ def run(args) -> int:
     md = to_markdown(table)
     (out / "table.md").write_text(md + "\n")
     (out / "table.csv").write_text(to_csv(table))
+    if args.uda:
+        print("\n" + md + "\n")
+        print(f"[demo] source: procedural default style, target: 'shifted' style (evaluated on its val split), {w}x{h}, "
+              f"{args.backbone} from scratch, {args.iterations} iterations; Delta vs STL-UDA.")
+        print(f"[demo] outputs: {out}/table.md, {out}/table.csv, runs in {out}/runs/demo/")
+        print(f"[demo] total time {time.perf_counter() - t_start:.0f} s")
+        return 0
     # qualitative figure: input, ground truth, each multi-task method's predictions
     val = create_dataset("nyud", data_root, "val", "SDN", size=(h, w))
     picks = [0, 1, 2]
