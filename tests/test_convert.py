@@ -495,6 +495,22 @@ def test_cli_convert_then_eval_predict_and_init_from(sd_case, synth_root, tmp_pa
     with pytest.raises(CheckpointError, match="input_norm"):
         check_model_config(ckpt, plain.model_config, "init_from checkpoint")
     assert ckpt["converted_from"]["file"] == src.name and ckpt["converted_from"]["source_order_origin"] == "given"
+    # end to end: `densemtl train CONFIG --init-from` adopts input_norm=authors from the checkpoint
+    import yaml
+
+    cfg_file = tmp_path / "ft.yaml"
+    cfg_file.write_text(yaml.safe_dump({
+        "experiment": "ft", "run_name": "r", "output_dir": str(tmp_path / "runs"), "tasks": "SD",
+        "model": {"name": "densemtl", "backbone": "resnet101"},
+        "data": {"dataset": "nyud", "root": str(synth_root), "batch_size": 2, "num_workers": 0, "limit_train": 2},
+        "optim": {"name": "sgd", "lr_backbone": 0.0, "lr_decoder": 0.0, "momentum": 0.0, "weight_decay": 0.0},
+        "schedule": {"iterations": 1}, "train": {"eval_every": 0, "progress": False}}))
+    assert main(["train", str(cfg_file), "--init-from", str(ck)]) == 0
+    assert "model.options.input_norm='authors'" in capsys.readouterr().out
+    run_ck = load_checkpoint(tmp_path / "runs/ft/r/checkpoints/last.pt")
+    assert run_ck["model_config"]["options"]["input_norm"] == "authors"
+    params = {n for n, _ in model.named_parameters()}
+    assert all(torch.equal(run_ck["model"][k], ckpt["model"][k]) for k in params)  # lr 0: the converted weights
 
 
 def test_cli_detect_order_and_back_to_the_authors_format(sdn_case, synth_root, tmp_path, capsys):

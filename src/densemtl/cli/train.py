@@ -14,7 +14,28 @@ def add_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where its last checkpoint stopped")
     p.add_argument("--force", action="store_true", help="train into an existing run directory anyway")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="start from these weights (e.g. a converted released checkpoint): sets train.init_from, "
+                        "adopts the model options the checkpoint records (e.g. input_norm=authors) and skips "
+                        "downloading ImageNet weights")
     p.set_defaults(func=run)
+
+
+def adopt_checkpoint_options(cfg, path) -> None:
+    """``--init-from``: the checkpoint's architecture options win over the config's."""
+    from omegaconf import OmegaConf
+
+    from ..engine import load_checkpoint
+
+    ck = load_checkpoint(path)
+    saved = (ck.get("model_config") or {}).get("options") or {}
+    current = OmegaConf.to_container(cfg.model.options, resolve=True) or {}
+    changed = {k: v for k, v in saved.items() if current.get(k) != v}
+    for k, v in changed.items():
+        print(f"--init-from: model.options.{k}={v!r} (recorded in {ck['path']})")
+    cfg.model.options = {**current, **saved}
+    cfg.model.pretrained = False
+    cfg.train.init_from = ck["path"]
 
 
 def run(args) -> int:
@@ -38,6 +59,8 @@ def run(args) -> int:
         if not args.config:
             raise ValueError("give a config file (see configs/), or --resume RUN_DIR")
         cfg = load_config(args.config, overrides)
+        if args.init_from:
+            adopt_checkpoint_options(cfg, args.init_from)
         run_dir = run_dir_for(cfg)
         if (run_dir / "checkpoints" / "last.pt").is_file() and not args.force:
             raise FileExistsError(f"{run_dir} already holds a run: continue it with `densemtl train --resume {run_dir}`, "
