@@ -264,3 +264,25 @@ def test_partial_initialisation_and_local_pose_weights(tmp_path):
     assert w.shape[1] == 6
     torch.testing.assert_close(w, torch.cat([rgb.conv1.weight, rgb.conv1.weight], 1) / 2)
     torch.testing.assert_close(pose.encoder.state_dict()["layer4.1.bn2.running_var"], rgb.layer4[1].bn2.running_var)
+
+
+def test_known_camera_motion_replaces_the_pose_network(tmp_path):
+    from conftest import tiny_config
+    from densemtl.config import config_from_dict
+    from densemtl.data.synth import generate_dataset
+    from densemtl.engine import Trainer
+
+    root = generate_dataset(tmp_path / "seq", num=6, size=(32, 48), seed=0, workers=1, progress=False, sequences=True, motion="lateral")
+    over = {"tasks": "SP", "model.options": {"supervised_scales": [0, 1, 2, 3]}, "selfsup.enabled": True,
+            "selfsup.pose_source": "dataset", "loss.options": {"weights": {"semseg": 1.0, "disparity": 1.0}},
+            "schedule.iterations": 1, "train.eval_every": 0}
+    tr = Trainer(config_from_dict(tiny_config(root, tmp_path, **over)), run_dir=tmp_path / "run")
+    assert tr.posenet is None and [g["name"] for g in tr.optimizer.param_groups] == ["backbone", "decoders"]
+    logs = tr.step(next(iter(tr.train_loader)))
+    assert logs["loss/disparity"] > 0
+    batch = next(iter(tr.train_loader))
+    del batch["poses"]
+    with pytest.raises(ValueError, match="gives no camera poses"):
+        tr.step(batch)
+    with pytest.raises(ValueError, match="unknown camera motion"):
+        generate_dataset(tmp_path / "x", num=2, sequences=True, motion="sideways")

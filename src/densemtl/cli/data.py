@@ -37,8 +37,9 @@ def add_parser(sub) -> None:
     syn.add_argument("--style", default="default", help="appearance preset: default or shifted (domain shift)")
     syn.add_argument("--workers", type=int, default=None)
     syn.add_argument("--sequences", action="store_true", help="also write frames t-1, t+1 and their relative poses")
-    syn.add_argument("--motion", choices=["random", "forward"], default="random",
-                     help="camera motion of --sequences: random small motions, or driving forward like a car")
+    syn.add_argument("--motion", choices=["random", "forward", "lateral"], default="random",
+                     help="camera motion of --sequences: random small motions, driving forward like a car, or "
+                          "moving sideways at near-constant speed")
     syn.set_defaults(func=run_synth)
 
 

@@ -70,6 +70,7 @@ DEFAULTS = {
     },
     "selfsup": {                   # self-supervised depth from video (task 'disparity', paper section 4.4)
         "enabled": False,
+        "pose_source": "network",  # network: learned pose network; dataset: known camera motion (procedural sequences)
         "pose_backbone": "resnet18",
         "pose_pretrained": False,  # false | true (timm) | local RGB weights file (conv1 duplicated and halved)
         "smoothness": 1.0e-3,

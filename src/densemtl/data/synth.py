@@ -275,7 +275,7 @@ def relative_pose(pos_a, R_a, pos_b, R_b) -> np.ndarray:
     return T
 
 
-MOTIONS = ("random", "forward")
+MOTIONS = ("random", "forward", "lateral")
 
 
 def render_sequence(seed: int, index: int, size=(128, 160), style: SceneStyle | str = "default",
@@ -286,14 +286,16 @@ def render_sequence(seed: int, index: int, size=(128, 160), style: SceneStyle | 
     direction plus a uniform random offset of up to ``max_translation`` per axis, and rotated
     by up to ``max_rotation_deg`` about a random axis. ``motion="forward"``: a camera driving
     forward at about constant speed like a car's (``max_translation`` per frame along the view
-    direction, random offsets and rotations 5x smaller).
+    direction, random offsets and rotations 5x smaller). ``motion="lateral"``: the same but
+    moving sideways (along the camera's x axis, like a view from a train window), which gives
+    parallax everywhere in the image.
 
     Returns ``{"frames": [view(t-1), view(t), view(t+1)], "T_t_to_prev", "T_t_to_next"}`` with
     4x4 transforms mapping camera-t coordinates into the neighbour's camera coordinates.
     """
     if motion not in MOTIONS:
         raise ValueError(f"unknown camera motion {motion!r}; choose from {', '.join(MOTIONS)}")
-    jitter = 1.0 if motion == "random" else 0.2
+    jitter = 1.0 if motion == "random" else 0.2  # forward / lateral: near-constant velocity
     scene = sample_scene(seed, index, style)
     rng = np.random.default_rng([seed, index, 1])
     views = {}
@@ -303,7 +305,8 @@ def render_sequence(seed: int, index: int, size=(128, 160), style: SceneStyle | 
         ang = np.radians(rng.uniform(-max_rotation_deg, max_rotation_deg) * jitter)
         K_ = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
         dR = np.eye(3) + np.sin(ang) * K_ + (1 - np.cos(ang)) * (K_ @ K_)
-        step = rng.uniform(-max_translation, max_translation, 3) * jitter + scene.R[2] * max_translation * k
+        direction = scene.R[0] if motion == "lateral" else scene.R[2]
+        step = rng.uniform(-max_translation, max_translation, 3) * jitter + direction * max_translation * k
         views[k] = (scene.pos + step, dR @ scene.R)
     frames = [render_view(scene, size, *views[-1], noise_seed=(seed, index, 0)),
               render_view(scene, size, noise_seed=(seed, index, 1)),

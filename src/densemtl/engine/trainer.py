@@ -95,9 +95,13 @@ class Trainer:
 
             if "disparity" not in self.tasks:
                 raise ValueError("selfsup.enabled needs the 'disparity' task (e.g. tasks=SP)")
-            self.posenet = PoseNet(cfg.selfsup.pose_backbone, pretrained=cfg.selfsup.pose_pretrained or False).to(self.device)
-            pose_ck = load_checkpoint(cfg.selfsup.init_pose) if cfg.selfsup.init_pose else None
-            if pose_ck is None and init_ck is not None and (cfg.train.init_parts is None or "posenet" in cfg.train.init_parts):
+            if cfg.selfsup.pose_source not in ("network", "dataset"):
+                raise ValueError(f"selfsup.pose_source must be 'network' or 'dataset', got {cfg.selfsup.pose_source!r}")
+            if cfg.selfsup.pose_source == "network":
+                self.posenet = PoseNet(cfg.selfsup.pose_backbone, pretrained=cfg.selfsup.pose_pretrained or False).to(self.device)
+            pose_ck = load_checkpoint(cfg.selfsup.init_pose) if cfg.selfsup.init_pose and self.posenet is not None else None
+            if (pose_ck is None and init_ck is not None and self.posenet is not None
+                    and (cfg.train.init_parts is None or "posenet" in cfg.train.init_parts)):
                 pose_ck = init_ck
             if pose_ck is not None and not resume:
                 if not pose_ck.get("posenet"):
@@ -249,7 +253,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with amp_context(self.device, cfg.train.amp):
             out = self.model(x)
-        losses = self._selfsup_losses(out, batch, x, labels) if self.posenet is not None else task_losses(out, labels)
+        losses = self._selfsup_losses(out, batch, x, labels) if cfg.selfsup.enabled else task_losses(out, labels)
         total, info = self.weighting.backward(losses, shared_parameters=self.shared_parameters,
                                               scaler=self.scaler if self.scaler.is_enabled() else None)
         logs = {"loss": float(total), **{f"loss/{t}": float(v.detach()) for t, v in losses.items()}, **info}
@@ -335,7 +339,13 @@ class Trainer:
         sup = {t: {k: v for k, v in out[t].items() if k in set(s.supervised_scales)} for t in self.tasks if t != "disparity"}
         losses = task_losses(sup, {t: labels[t] for t in sup}) if sup else {}
         frames = {k: v.to(self.device) for k, v in batch["frames"].items()}
-        poses = {k: self.posenet.relative_pose(x, frames[k], source_is_previous=k < 0) for k in frames}
+        if self.posenet is not None:
+            poses = {k: self.posenet.relative_pose(x, frames[k], source_is_previous=k < 0) for k in frames}
+        elif "poses" in batch:  # selfsup.pose_source=dataset: the known camera motion
+            poses = {k: batch["poses"][k].to(self.device) for k in frames}
+        else:
+            raise ValueError(f"selfsup.pose_source=dataset, but {self.cfg.data.dataset} gives no camera poses "
+                             f"(procedural sequences do); use selfsup.pose_source=network")
         disp = {k: v.float() for k, v in out["disparity"].items() if k in set(s.disparity_scales)}
         losses["disparity"], _ = self_supervised_depth_loss(disp, batch["image"].to(self.device), frames, poses,
                                                             batch["K"].to(self.device), float(s.smoothness))
