@@ -128,3 +128,53 @@ def test_table6_layout_delta_against_stl_uda():
     md = to_markdown(table)
     assert md.splitlines()[0].startswith("| dataset | setting | method |") and "| cityscapes | supervised | STL |" in md
     assert "vs STL-UDA" in md
+
+
+UDA_DDP_SCRIPT = """
+import os, sys, torch, yaml
+from densemtl.config import config_from_dict
+from densemtl.engine import Trainer
+tr = Trainer(config_from_dict(yaml.safe_load(open(sys.argv[1]))), run_dir=sys.argv[2])
+tr.train()
+if int(os.environ.get("RANK", "0")) == 0:
+    torch.save({"model": tr.net.state_dict(), "critic": tr.uda.critic.state_dict()}, sys.argv[3])
+"""
+
+
+def test_uda_two_processes_equal_one_process(domains, tmp_path):
+    """DDP: model and discriminators (own DDP wrapper) reduce their gradients across processes."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    # padnet: no dropout (per-process dropout masks would differ from one process's). One step: the discriminators' Adam turns rounding differences of near-zero gradients into
+    # lr-sized steps, which a second step would carry into the model
+    # S-N: berHu's threshold is a statistic of the (per-process) batch, so depth is left out
+    common = {"model.name": "padnet", "tasks": "SN", "loss.options": {"weights": {"semseg": 1.0, "normals": 1.0}},
+              "train.freeze_bn": True, "schedule.iterations": 1, "train.checkpoint_every": 0,
+              "optim.name": "sgd", "optim.lr_backbone": 0.01, "optim.lr_decoder": 0.01, "uda.weight": 1.0}
+    script = tmp_path / "ddp.py"
+    script.write_text(UDA_DDP_SCRIPT)
+    single = tmp_path / "single.yaml"
+    single.write_text(yaml.safe_dump(uda_config(domains, tmp_path / "s", **common, **{"data.batch_size": 2})))
+    subprocess.run([sys.executable, str(script), str(single), str(tmp_path / "s_run"), str(tmp_path / "single.pt")], check=True)
+    multi = tmp_path / "multi.yaml"
+    multi.write_text(yaml.safe_dump(uda_config(domains, tmp_path / "m", **common, **{"data.batch_size": 1})))
+    port = str(29600 + os.getpid() % 1000)
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(multi), str(tmp_path / "m_run"), str(tmp_path / "multi.pt")], env=env))
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    a, b = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "multi.pt")
+    for k in a["model"]:
+        if a["model"][k].is_floating_point():
+            torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=1e-5, msg=k)
+    keys = [k for k in a["critic"] if k.endswith("original")]
+    diff = torch.cat([(a["critic"][k] - b["critic"][k]).abs().flatten() for k in keys])
+    moved = torch.cat([(a["critic"][k] - b["critic"][k]).flatten() for k in keys])
+    assert float((diff > 1e-6).float().mean()) < 1e-3, float((diff > 1e-6).float().mean())
+    assert moved.numel() > 0
