@@ -47,7 +47,11 @@ def domain_setting(cfg: dict) -> tuple[str, str]:
     target = ((cfg.get("uda") or {}).get("target") or {}).get("dataset")
     if not target:
         return cfg["data"]["dataset"], ""
-    return f"{cfg['data']['dataset']}→{target}", "UDA" if cfg["uda"].get("adversarial") else "source-only"
+    setting = "UDA" if cfg["uda"].get("adversarial") else "source-only"
+    if target == cfg["data"]["dataset"]:  # e.g. two procedural styles: name the folders
+        src_root, tgt_root = (Path(str(r or "")).name for r in (cfg["data"].get("root"), cfg["uda"]["target"].get("root")))
+        return f"{target} ({src_root}→{tgt_root})", setting
+    return f"{cfg['data']['dataset']}→{target}", setting
 
 
 def method_key(cfg: dict) -> tuple:
