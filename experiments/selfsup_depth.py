@@ -1,7 +1,7 @@
 """Does self-supervised depth learn? Train semseg + disparity (Monodepth2 objective) on
 procedural sequences and compare the median-scaled AbsRel of the depth before and after.
 
-    python experiments/selfsup_depth.py [--iterations 300] [--pose network|dataset] [--motion lateral]
+    python experiments/selfsup_depth.py [--iterations 400] [--pose network|dataset] [--motion lateral]
 
 ``--pose network`` learns the camera motion with the pose network (the paper's setting);
 ``--pose dataset`` uses the sequences' known motion, which isolates the depth objective.
@@ -24,11 +24,11 @@ from densemtl.engine import Trainer
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--iterations", type=int, default=300)
+    ap.add_argument("--iterations", type=int, default=400)
     ap.add_argument("--pose", choices=["network", "dataset"], default="network")
     ap.add_argument("--motion", choices=["random", "forward", "lateral"], default="lateral")
     ap.add_argument("--lr", type=float, default=1e-4, help="depth network (Monodepth2: 1e-4)")
-    ap.add_argument("--lr-pose", type=float, default=1e-3)
+    ap.add_argument("--lr-pose", type=float, default=1e-4, help="pose network (1e-3 diverged on lateral motion)")
     ap.add_argument("--num", type=int, default=300)
     ap.add_argument("--size", default="64x80", help="HxW")
     ap.add_argument("--model", default="densemtl")
