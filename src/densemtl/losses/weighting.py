@@ -99,7 +99,7 @@ class FixedWeights(WeightMethod):
             else:
                 raise ValueError(
                     f"no preset task weights for task set {code} (presets: {', '.join(PAPER_WEIGHTS)}); "
-                    f"give them explicitly, e.g. weighting.weights={{semseg: 1, normals: 1}}"
+                    f"give them explicitly, e.g. loss.options.weights={{semseg: 1, normals: 1}}"
                 )
         unknown = sorted(set(weights) - set(self.tasks))
         missing = [t for t in self.tasks if t not in weights]
