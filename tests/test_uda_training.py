@@ -69,12 +69,21 @@ def test_uda_run_resumes_exactly_and_evaluates_on_the_target(domains, tmp_path, 
     assert all("loss/adversarial" in r and "loss/discriminators" in r for r in ref_log if r["type"] == "train")
     ck = load_checkpoint(tmp_path / "ref/t/r/checkpoints/last.pt")
     assert ck["uda"]["optimizer"]["state"] and any("discriminators" in k for k in ck["uda"]["critic"])
-    # stop after 2 iterations, resume to 4: the same losses (model, discriminators, target stream)
-    Trainer(config_from_dict(uda_config(domains, tmp_path / "cut", **{"schedule.iterations": 2}))).train()
-    assert main(["train", "--resume", str(tmp_path / "cut/t/r"), "schedule.iterations=4"]) == 0
+    # a 4-iteration run stopped after 2 and resumed: the same losses (model, discriminators and
+    # their poly decay, target stream)
+    cut_tr = Trainer(config_from_dict(uda_config(domains, tmp_path / "cut")))
+    cut_tr.max_iter = 2
+    cut_tr.train()
+    assert main(["train", "--resume", str(tmp_path / "cut/t/r")]) == 0
     cut = [json.loads(s) for s in (tmp_path / "cut/t/r/metrics.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in cut if r["type"] == "train"]
-    assert losses == pytest.approx(ref_losses, rel=1e-6)
+    for key in ("loss", "loss/discriminators", "lr/discriminators", "adv/semseg/0"):
+        assert [r[key] for r in cut if r["type"] == "train"] == pytest.approx([r[key] for r in ref_log if r["type"] == "train"], rel=1e-6), key
+    # a resume that extends the schedule re-targets the discriminators' decay to the new length
+    Trainer(config_from_dict(uda_config(domains, tmp_path / "ext", **{"schedule.iterations": 2}))).train()
+    assert main(["train", "--resume", str(tmp_path / "ext/t/r"), "schedule.iterations=4"]) == 0
+    ext = [json.loads(s) for s in (tmp_path / "ext/t/r/metrics.jsonl").read_text().splitlines()]
+    lr3 = [r["lr/discriminators"] for r in ext if r["type"] == "train" and r["iter"] == 3][0]
+    assert lr3 == pytest.approx(1e-4 * (1 - 3 / 4) ** 0.9, rel=1e-6)
     # evaluation uses the target domain's val split
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "ref/t/r"), "--no-boundary", "--json", str(tmp_path / "m.json")]) == 0
@@ -114,6 +123,9 @@ def test_table6_layout_delta_against_stl_uda():
             run("stl", "S", "source", miou=25.0), run("stl", "D", "source", rmse=12.0),
             run("mtl", "SD", "uda", miou=33.0, rmse=9.0), run("mtl", "SD", "uda", miou=35.0, rmse=9.5, seed=1),
             run("densemtl", "SD", "source", miou=27.0, rmse=11.0), run("stl", "S", "target", miou=60.0)]
+    uda8 = run("stl", "S", "target", miou=80.0)  # the other benchmark's oracle (8 classes): a row of its own
+    uda8["config"]["data"]["options"] = {"label_set": "uda8"}
+    runs.append(uda8)
     table = build_table(runs)
     rows = {(r["dataset"], r["setting"], r["method"]): r for r in table["rows"]}
     mtl = rows[("synthia→cityscapes", "UDA", "MTL")]
@@ -127,7 +139,8 @@ def test_table6_layout_delta_against_stl_uda():
     assert rows[("synthia→cityscapes", "UDA", "STL")]["delta"] is None
     md = to_markdown(table)
     assert md.splitlines()[0].startswith("| dataset | setting | method |") and "| cityscapes | supervised | STL |" in md
-    assert "vs STL-UDA" in md
+    assert "vs STL-UDA" in md and "| cityscapes [uda8] | supervised | STL |" in md
+    assert rows[("cityscapes", "", "STL")]["metrics"]["semseg"] == (60.0, 0.0)
 
 
 UDA_DDP_SCRIPT = """
@@ -153,7 +166,7 @@ def test_uda_two_processes_equal_one_process(domains, tmp_path):
     # lr-sized steps, which a second step would carry into the model
     # S-N: berHu's threshold is a statistic of the (per-process) batch, so depth is left out
     common = {"model.name": "padnet", "tasks": "SN", "loss.options": {"weights": {"semseg": 1.0, "normals": 1.0}},
-              "train.freeze_bn": True, "schedule.iterations": 1, "train.checkpoint_every": 0,
+              "train.freeze_bn": True, "schedule.iterations": 1, "uda.scales": [0],  # a subset: unused heads "train.checkpoint_every": 0,
               "optim.name": "sgd", "optim.lr_backbone": 0.01, "optim.lr_decoder": 0.01, "uda.weight": 1.0}
     script = tmp_path / "ddp.py"
     script.write_text(UDA_DDP_SCRIPT)

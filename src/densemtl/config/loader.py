@@ -125,6 +125,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.size must be [H, W], got {cfg.data.size}")
     if cfg.data.crop is not None and (not isinstance(cfg.data.crop, (list, ListConfig)) or len(cfg.data.crop) != 2):
         raise ConfigError(f"data.crop must be [H, W], got {cfg.data.crop}")
+    if cfg.train.init_parts is not None and not cfg.train.init_from:
+        raise ConfigError("train.init_parts needs train.init_from (the checkpoint to take the parts from)")
     if cfg.uda.adversarial and not cfg.uda.target.dataset:
         raise ConfigError("uda.adversarial=true needs a target domain: set uda.target.dataset and uda.target.root")
     if cfg.uda.target.dataset and cfg.selfsup.enabled:

@@ -45,8 +45,9 @@ def domain_setting(cfg: dict) -> tuple[str, str]:
     """``(domain, setting)``: ``("synthia→cityscapes", "UDA" | "source-only")`` for domain
     adaptation runs, ``(dataset, "")`` for supervised ones."""
     target = ((cfg.get("uda") or {}).get("target") or {}).get("dataset")
-    if not target:
-        return cfg["data"]["dataset"], ""
+    label_set = ((cfg["data"].get("options") or {}).get("label_set"))
+    if not target:  # a non-default label set is another benchmark (e.g. Cityscapes' 8 UDA classes)
+        return cfg["data"]["dataset"] + (f" [{label_set}]" if label_set else ""), ""
     setting = "UDA" if cfg["uda"].get("adversarial") else "source-only"
     if target == cfg["data"]["dataset"]:  # e.g. two procedural styles: name the folders
         src_root, tgt_root = (Path(str(r or "")).name for r in (cfg["data"].get("root"), cfg["uda"]["target"].get("root")))
@@ -126,6 +127,8 @@ def build_table(runs: list[dict]) -> dict:
                 and merged[-1]["dataset"] == r["dataset"] and merged[-1]["backbone"] == r["backbone"]
                 and merged[-1]["setting"] == r["setting"]):
             merged[-1]["metrics"].update(r["metrics"])
+            merged[-1]["classes"] = {**merged[-1].get("classes", {}), **r.get("classes", {})}
+            merged[-1]["selfsup"] = merged[-1].get("selfsup") and r.get("selfsup")
             merged[-1]["tasks"] = list(parse_task_set(merged[-1]["tasks"] + r["tasks"]))
             merged[-1]["runs"] += r["runs"]
             merged[-1]["n"] = min(merged[-1]["n"], r["n"])

@@ -83,7 +83,9 @@ class Trainer:
                 check_model_config(init_ck, self.model.model_config, "init_from checkpoint")
                 self.model.load_state_dict(init_ck["model"])
             else:
-                load_parts(self.model, init_ck["model"], [p for p in cfg.train.init_parts if p != "posenet"], init_ck["path"])
+                parts = [p for p in cfg.train.init_parts if p != "posenet"]
+                if parts:
+                    load_parts(self.model, init_ck["model"], parts, init_ck["path"])
         if cfg.train.init_depth_bias and "depth" in self.tasks and not resume and not self._depth_initialised(init_ck):
             self._init_depth_bias()
         if cfg.train.channels_last:
@@ -103,6 +105,9 @@ class Trainer:
             if (pose_ck is None and init_ck is not None and self.posenet is not None
                     and (cfg.train.init_parts is None or "posenet" in cfg.train.init_parts)):
                 pose_ck = init_ck
+            explicit = bool(cfg.selfsup.init_pose) or "posenet" in (cfg.train.init_parts or [])
+            if pose_ck is not None and not pose_ck.get("posenet") and not explicit:
+                pose_ck = None  # a whole-model init without a pose network: the pose network starts afresh
             if pose_ck is not None and not resume:
                 if not pose_ck.get("posenet"):
                     raise CheckpointError(f"{pose_ck['path']} holds no pose network ('posenet'); it was not a self-supervised depth run")
@@ -153,7 +158,8 @@ class Trainer:
     def _depth_initialised(self, init_ck) -> bool:
         """Whether ``train.init_from`` already filled the depth decoder (then its bias is kept)."""
         parts = self.cfg.train.init_parts
-        return init_ck is not None and (parts is None or any(p in ("decoders", "decoders.depth") for p in parts))
+        return init_ck is not None and (parts is None or any(
+            p in ("decoders", "decoders.depth") or p.startswith("decoders.depth.") for p in parts))
 
     def _init_depth_bias(self, n: int = 16) -> None:
         """Set the depth heads' bias to the inverse-depth code of the median valid depth of the
@@ -297,7 +303,7 @@ class Trainer:
         tcfg = builders.target_config(cfg)
         if cfg.train.eval_every:
             self.val_set = builders.build_dataset(tcfg, tcfg.data.val_split, train=False)
-            if self.val_set.num_classes != self.train_set.num_classes:
+            if "semseg" in self.tasks and self.val_set.num_classes != self.train_set.num_classes:
                 raise ValueError(
                     f"source {cfg.data.dataset} has {self.train_set.num_classes} classes but target {tcfg.data.dataset} "
                     f"has {self.val_set.num_classes}: use a common label set (data.options.label_set and "

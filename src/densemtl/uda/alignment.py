@@ -56,6 +56,7 @@ class AdversarialAlignment:
         self.critic = DomainCritic(discs).to(device)
         self.net: nn.Module = self.critic  # replaced by a DDP wrapper with several processes
         self.optimizer = build_discriminator_optimizer(discs, lr=lr, betas=betas)
+        self.max_steps = int(max_steps)
         self.scheduler = build_poly_scheduler(self.optimizer, max_steps, power)
         self.maps = {"depth": partial(depth_map, ref_depth=float(depth_ref))}
 
@@ -77,6 +78,12 @@ class AdversarialAlignment:
         finally:
             set_requires_grad(self.critic, True)
         total = self.weight * sum(losses.values())
+        # outputs left out of the alignment take part with weight 0, so that every head has a
+        # gradient in this pass (DistributedDataParallel expects all parameters to be used)
+        unused = [v for t, preds in target_outputs.items() for s, v in preds.items()
+                  if t not in self.tasks or s not in self.scales]
+        if unused:
+            total = total + 0.0 * sum(v.float().sum() for v in unused)
         return total, {f"adv/{k}": float(v.detach()) for k, v in losses.items()}
 
     def discriminator_step(self, source_outputs, target_outputs, size) -> dict:
@@ -101,3 +108,8 @@ class AdversarialAlignment:
         self.critic.load_state_dict(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        # the decay follows this run's schedule.iterations (a resume may extend it)
+        decay = self.scheduler.lr_lambdas[0]
+        decay.max_steps = self.max_steps
+        for g, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            g["lr"] = base * decay(self.scheduler.last_epoch)
