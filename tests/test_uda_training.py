@@ -191,3 +191,17 @@ def test_uda_two_processes_equal_one_process(domains, tmp_path):
     moved = torch.cat([(a["critic"][k] - b["critic"][k]).flatten() for k in keys])
     assert float((diff > 1e-6).float().mean()) < 1e-3, float((diff > 1e-6).float().mean())
     assert moved.numel() > 0
+
+
+def test_discriminator_step_skips_overflowed_maps():
+    from densemtl.uda.alignment import AdversarialAlignment
+
+    al = AdversarialAlignment(["semseg", "depth"], [0], num_classes=3, max_steps=10)
+    before = _params(al.critic)
+    good = {"semseg": {0: torch.randn(2, 3, 32, 32)}, "depth": {0: torch.rand(2, 1, 32, 32) * 50}}
+    bad = {"semseg": {0: torch.full((2, 3, 32, 32), float("inf"))}, "depth": good["depth"]}
+    logs = al.discriminator_step(good, bad, (32, 32))
+    assert logs["loss/discriminators"] != logs["loss/discriminators"]  # NaN: skipped
+    assert all(torch.equal(before[k], v) for k, v in _params(al.critic).items())
+    assert al.discriminator_step(good, good, (32, 32))["loss/discriminators"] > 0
+    assert any(not torch.equal(before[k], v) for k, v in _params(al.critic).items())

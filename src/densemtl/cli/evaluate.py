@@ -10,7 +10,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a run or checkpoint on a split")
     p.add_argument("target", help="run directory (uses checkpoints/best.pt, else last.pt) or checkpoint file")
     p.add_argument("overrides", nargs="*", help="config overrides, e.g. data.root=/elsewhere")
-    p.add_argument("--split", default="val")
+    p.add_argument("--split", default=None, help="split to evaluate (default: the run's validation split; for UDA runs "
+                                                   "the target's, whose root is uda.target.root)")
     p.add_argument("--domain", choices=["auto", "source", "target"], default="auto",
                    help="UDA runs: evaluate on the target domain (auto) or on the source data")
     p.add_argument("--save-predictions", metavar="DIR", help="write decoded predictions (<id>.npz) here")
@@ -46,6 +47,7 @@ def run(args) -> int:
         cfg = builders.target_config(cfg)
     elif args.domain == "target":
         raise ValueError(f"{ckpt['path']} is not a domain-adaptation run (no uda.target)")
+    args.split = args.split or cfg.data.val_split
     ds = builders.build_dataset(cfg, args.split, train=False)
     if ds.num_classes != ckpt["model_config"].get("num_classes") and "semseg" in model.tasks:
         raise ValueError(f"the checkpoint predicts {ckpt['model_config']['num_classes']} classes, dataset "

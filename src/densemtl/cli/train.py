@@ -28,14 +28,17 @@ def adopt_checkpoint_options(cfg, path) -> None:
     from ..engine import load_checkpoint
 
     ck = load_checkpoint(path)
-    saved = (ck.get("model_config") or {}).get("options") or {}
+    mc = ck.get("model_config") or {}
+    cfg.train.init_from = ck["path"]
+    if mc.get("name") != cfg.model.name or cfg.train.init_parts is not None:
+        return  # another architecture or a partial init: the config defines the model (checked on load)
+    saved = mc.get("options") or {}
     current = OmegaConf.to_container(cfg.model.options, resolve=True) or {}
     changed = {k: v for k, v in saved.items() if current.get(k) != v}
     for k, v in changed.items():
         print(f"--init-from: model.options.{k}={v!r} (recorded in {ck['path']})")
     cfg.model.options = {**current, **saved}
     cfg.model.pretrained = False
-    cfg.train.init_from = ck["path"]
 
 
 def run(args) -> int:

@@ -92,6 +92,13 @@ class AdversarialAlignment:
             src = {k: v.detach() for k, v in self._maps(source_outputs, size).items()}
             tgt = {k: v.detach() for k, v in self._maps(target_outputs, size).items()}
         self.optimizer.zero_grad(set_to_none=True)
+        finite = torch.tensor(float(all(bool(torch.isfinite(v).all()) for v in (*src.values(), *tgt.values()))),
+                              device=next(iter(src.values())).device)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)  # every process skips together
+        if not bool(finite):
+            # fp16 overflow (the scaler skipped the model's step too): skip this update
+            return {"loss/discriminators": float("nan"), "lr/discriminators": self.optimizer.param_groups[0]["lr"]}
         ls, lt = self.net(src, SOURCE_LABEL), self.net(tgt, TARGET_LABEL)
         loss = 0.5 * (sum(ls.values()) + sum(lt.values()))
         if not torch.isfinite(loss):
