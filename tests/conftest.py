@@ -43,3 +43,22 @@ def tiny_config(root, out, **over):
             node = node.setdefault(p, {})
         node[last] = v
     return cfg
+
+
+def run_one_and_two_processes(script, single_cfg, multi_cfg, out, port_base: int = 29500):
+    """Run ``script CONFIG RUN_DIR RESULT`` once in one process with ``single_cfg`` and once as
+    two Gloo processes (torchrun's environment variables) with ``multi_cfg``; returns the
+    result files ``(out/single.pt, out/multi.pt)`` that the script's rank 0 writes."""
+    import subprocess
+    import sys
+
+    single, multi = out / "single.pt", out / "multi.pt"
+    subprocess.run([sys.executable, str(script), str(single_cfg), str(out / "s_run"), str(single)], check=True)
+    port = str(port_base + os.getpid() % 1000)
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(multi_cfg), str(out / "m_run"), str(multi)], env=env))
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    return single, multi

@@ -15,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import run_one_and_two_processes, tiny_config
 from densemtl.cli.main import main
 from densemtl.config import config_from_dict
 from densemtl.engine import CheckpointError, Trainer, load_checkpoint
@@ -154,15 +154,8 @@ def test_ddp_two_processes_equal_one_process_on_the_combined_batch(synth_root, t
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
     single = _write_cfg(tmp_path / "single.yaml", tiny_config(synth_root, tmp_path / "s", **common, **{"data.batch_size": 2}))
-    subprocess.run([sys.executable, str(script), str(single), str(tmp_path / "s_run"), str(tmp_path / "single.pt")], check=True)
     multi = _write_cfg(tmp_path / "multi.yaml", tiny_config(synth_root, tmp_path / "m", **common, **{"data.batch_size": 1}))
-    port = str(29500 + os.getpid() % 1000)
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(multi), str(tmp_path / "m_run"), str(tmp_path / "multi.pt")], env=env))
-    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    run_one_and_two_processes(script, single, multi, tmp_path)
     a, b = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "multi.pt")
     for k in a:
         if a[k].is_floating_point():

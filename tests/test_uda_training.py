@@ -156,32 +156,22 @@ if int(os.environ.get("RANK", "0")) == 0:
 
 def test_uda_two_processes_equal_one_process(domains, tmp_path):
     """DDP: model and discriminators (own DDP wrapper) reduce their gradients across processes."""
-    import os
-    import subprocess
-    import sys
-
     import yaml
+    from conftest import run_one_and_two_processes
 
-    # padnet: no dropout (per-process dropout masks would differ from one process's). One step: the discriminators' Adam turns rounding differences of near-zero gradients into
-    # lr-sized steps, which a second step would carry into the model
-    # S-N: berHu's threshold is a statistic of the (per-process) batch, so depth is left out
+    # padnet: no dropout (per-process dropout masks would differ from one process's); S-N:
+    # berHu's threshold is a statistic of the (per-process) batch. One step: the discriminators'
+    # Adam turns rounding differences of near-zero gradients into lr-sized steps, which a second
+    # step would carry into the model. uda.scales [0] is a subset: heads left out of the alignment.
     common = {"model.name": "padnet", "tasks": "SN", "loss.options": {"weights": {"semseg": 1.0, "normals": 1.0}},
-              "train.freeze_bn": True, "schedule.iterations": 1, "uda.scales": [0],  # a subset: unused heads "train.checkpoint_every": 0,
+              "train.freeze_bn": True, "schedule.iterations": 1, "uda.scales": [0], "train.checkpoint_every": 0,
               "optim.name": "sgd", "optim.lr_backbone": 0.01, "optim.lr_decoder": 0.01, "uda.weight": 1.0}
     script = tmp_path / "ddp.py"
     script.write_text(UDA_DDP_SCRIPT)
-    single = tmp_path / "single.yaml"
+    single, multi = tmp_path / "single.yaml", tmp_path / "multi.yaml"
     single.write_text(yaml.safe_dump(uda_config(domains, tmp_path / "s", **common, **{"data.batch_size": 2})))
-    subprocess.run([sys.executable, str(script), str(single), str(tmp_path / "s_run"), str(tmp_path / "single.pt")], check=True)
-    multi = tmp_path / "multi.yaml"
     multi.write_text(yaml.safe_dump(uda_config(domains, tmp_path / "m", **common, **{"data.batch_size": 1})))
-    port = str(29600 + os.getpid() % 1000)
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(multi), str(tmp_path / "m_run"), str(tmp_path / "multi.pt")], env=env))
-    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    run_one_and_two_processes(script, single, multi, tmp_path, port_base=29600)
     a, b = torch.load(tmp_path / "single.pt"), torch.load(tmp_path / "multi.pt")
     for k in a["model"]:
         if a["model"][k].is_floating_point():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -23,18 +24,28 @@ def _write(obj, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync,
-    then ``os.replace`` (a crash or SIGKILL leaves either the old or the new file)."""
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path in ``path``'s folder; when the block succeeds it replaces
+    ``path`` (``os.replace``), otherwise it is removed. Readers see the old file or the new
+    one, never part of one (also after a crash or SIGKILL)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        _write({"format": FORMAT, **state}, tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (:func:`atomic_path`, with fsync of the file and
+    its folder)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        _write({"format": FORMAT, **state}, tmp)
     try:
         fd = os.open(path.parent, os.O_RDONLY)
         os.fsync(fd)

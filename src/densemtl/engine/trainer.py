@@ -101,16 +101,8 @@ class Trainer:
                 raise ValueError(f"selfsup.pose_source must be 'network' or 'dataset', got {cfg.selfsup.pose_source!r}")
             if cfg.selfsup.pose_source == "network":
                 self.posenet = PoseNet(cfg.selfsup.pose_backbone, pretrained=cfg.selfsup.pose_pretrained or False).to(self.device)
-            pose_ck = load_checkpoint(cfg.selfsup.init_pose) if cfg.selfsup.init_pose and self.posenet is not None else None
-            if (pose_ck is None and init_ck is not None and self.posenet is not None
-                    and (cfg.train.init_parts is None or "posenet" in cfg.train.init_parts)):
-                pose_ck = init_ck
-            explicit = bool(cfg.selfsup.init_pose) or "posenet" in (cfg.train.init_parts or [])
-            if pose_ck is not None and not pose_ck.get("posenet") and not explicit:
-                pose_ck = None  # a whole-model init without a pose network: the pose network starts afresh
-            if pose_ck is not None and not resume:
-                if not pose_ck.get("posenet"):
-                    raise CheckpointError(f"{pose_ck['path']} holds no pose network ('posenet'); it was not a self-supervised depth run")
+            pose_ck = self._pose_checkpoint(init_ck) if self.posenet is not None and not resume else None
+            if pose_ck is not None:
                 self.posenet.load_state_dict(pose_ck["posenet"])
         elif "disparity" in self.tasks:
             raise ValueError("the 'disparity' task is self-supervised: set selfsup.enabled=true")
@@ -154,6 +146,22 @@ class Trainer:
         if is_main():
             self._prepare_run_dir(resume)
         self.hooks = list(hooks) if hooks is not None else [ProgressHook(), LogHook(), EvalHook(), CheckpointHook()]
+
+    def _pose_checkpoint(self, init_ck) -> dict | None:
+        """Where the pose network starts from: ``selfsup.init_pose``, else ``train.init_from``
+        (whole model, or with ``posenet`` in ``train.init_parts``); ``None``: fresh."""
+        parts = self.cfg.train.init_parts
+        if self.cfg.selfsup.init_pose:
+            ck, explicit = load_checkpoint(self.cfg.selfsup.init_pose), True
+        elif init_ck is not None and (parts is None or "posenet" in parts):
+            ck, explicit = init_ck, parts is not None
+        else:
+            return None
+        if not ck.get("posenet"):
+            if explicit:
+                raise CheckpointError(f"{ck['path']} holds no pose network ('posenet'); it was not a self-supervised depth run")
+            return None  # a whole-model init without a pose network: the pose network starts afresh
+        return ck
 
     def _depth_initialised(self, init_ck) -> bool:
         """Whether ``train.init_from`` already filled the depth decoder (then its bias is kept)."""
@@ -287,9 +295,7 @@ class Trainer:
             xt = xt.contiguous(memory_format=torch.channels_last)
         with amp_context(self.device, self.cfg.train.amp):
             out_t = self.model(xt)
-        if not getattr(self, "_uda_checked", False):
-            self.uda.check_outputs(out_t)
-            self._uda_checked = True
+        self.uda.check_outputs(out_t)
         adv, info = self.uda.generator_loss(out_t, xt.shape[-2:])
         (self.scaler.scale(adv) if self.scaler.is_enabled() else adv).backward()
         logs["loss/adversarial"] = float(adv.detach())
@@ -316,26 +322,22 @@ class Trainer:
             self.target_per_epoch = self.target_sampler.per_epoch() // int(cfg.data.batch_size)
             if self.target_per_epoch == 0:
                 raise ValueError(f"the target training split has {len(self.target_set)} samples, fewer than data.batch_size")
-            self._target_it, self._target_pos = None, None
+            self._target_stream = None
+
+    def _target_batches(self, start: int):
+        """Endless, seeded, per-epoch shuffled target batches from position ``start`` (so a
+        resumed run sees the same target batches)."""
+        epoch, offset = divmod(start, self.target_per_epoch)
+        while True:
+            self.target_sampler.set_epoch(epoch, offset * int(self.cfg.data.batch_size))
+            self.target_set.set_epoch(epoch)
+            yield from self.target_loader
+            epoch, offset = epoch + 1, 0
 
     def _next_target_batch(self) -> dict:
-        """The target batch of the current iteration: position ``self.iter`` of an endless,
-        seeded, per-epoch shuffled stream (so a resumed run sees the same target batches)."""
-        bs = int(self.cfg.data.batch_size)
-        if self._target_it is None or self._target_pos != self.iter:
-            epoch, offset = divmod(self.iter, self.target_per_epoch)
-            self.target_sampler.set_epoch(epoch, offset * bs)
-            self.target_set.set_epoch(epoch)
-            self._target_it, self._target_pos = iter(self.target_loader), self.iter
-        try:
-            batch = next(self._target_it)
-        except StopIteration:
-            self._target_it = None
-            return self._next_target_batch()
-        self._target_pos += 1
-        if self._target_pos % self.target_per_epoch == 0:
-            self._target_it = None  # next epoch: new shuffle
-        return batch
+        if self._target_stream is None:
+            self._target_stream = self._target_batches(self.iter)
+        return next(self._target_stream)
 
     def _selfsup_losses(self, out, batch, x, labels) -> dict:
         """Supervised tasks at ``selfsup.supervised_scales`` + the Monodepth2 objective for disparity."""

@@ -172,10 +172,10 @@ def export_onnx(
         raise ValueError(f"the torchscript exporter translates fused attention from opset {FUSED_ATTENTION_MIN_OPSET} on, got {opset}")
     fused = can_fuse if fused_attention is None else bool(fused_attention)
 
+    from ..engine.checkpoint import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
         # a batch of 2 keeps the batch dimension from being specialised to 1 in dynamic mode
@@ -211,10 +211,6 @@ def export_onnx(
                 pass
             else:
                 onnx.checker.check_model(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return {
         "path": str(path),
         "exporter": exporter,
