@@ -30,7 +30,9 @@ def add_parser(sub) -> None:
     ver.set_defaults(func=run_verify)
 
     syn = dsub.add_parser("synth", help="generate the procedural indoor dataset (NYUDv2 layout)")
-    syn.add_argument("--out", required=True)
+    syn.add_argument("--out", required=True, help="output folder: new or empty (see --force)")
+    syn.add_argument("--force", action="store_true",
+                     help="replace a non-empty --out folder whole (written aside, swapped in when complete)")
     syn.add_argument("--num", type=int, default=1000)
     syn.add_argument("--size", default="160x128", help="WxH (default 160x128)")
     syn.add_argument("--seed", type=int, default=0)
@@ -73,12 +75,14 @@ def run_verify(args) -> int:
         raise ValueError("give --dataset and --root, or a config file with data.dataset and data.root")
     cls = get_dataset_class(name)
     tasks = args.tasks or "".join({"semseg": "S", "depth": "D", "normals": "N", "edges": "E"}[t] for t in cls.native_tasks)
-    status = 0
-    for split in [s for s in args.splits.split(",") if s]:
-        ds = create_dataset(name, root, split, tasks, augment=False)
-        from ..data.verify import verify_dataset
+    from ..data.verify import split_overlaps, verify_dataset
 
+    status = 0
+    datasets = {split: create_dataset(name, root, split, tasks, augment=False) for split in args.splits.split(",") if split}
+    overlaps = split_overlaps(datasets)
+    for split, ds in datasets.items():
         summary, problems = verify_dataset(ds, progress=sys.stderr.isatty())
+        problems += overlaps.get(split, [])
         if args.json:
             print(json.dumps({**summary, "problems": problems}, indent=2))
         else:
@@ -98,7 +102,8 @@ def run_synth(args) -> int:
     h, w = _wh(args.size)
     t0 = time.perf_counter()
     out = generate_dataset(args.out, args.num, (h, w), args.seed, args.style, workers=args.workers,
-                           progress=sys.stderr.isatty(), sequences=args.sequences, motion=args.motion)
+                           progress=sys.stderr.isatty(), sequences=args.sequences, motion=args.motion,
+                           overwrite=args.force)
     print(f"wrote {args.num} procedural scenes ({w}x{h}, seed {args.seed}, style {args.style}) to {out} "
           f"in {time.perf_counter() - t0:.1f} s; read it with dataset 'nyud'")
     return 0

@@ -1,7 +1,14 @@
-"""``densemtl predict CHECKPOINT IMAGE_OR_DIR ... --out DIR``: colourised predictions per image."""
+"""``densemtl predict CHECKPOINT IMAGE_OR_DIR ... --out DIR``: colourised predictions per image.
+
+Outputs mirror the input images' folders below the deepest folder holding all of them:
+``predict RUN photos/`` writes ``OUT/<name>_<task>.png``; ``predict RUN a/ b/`` writes
+``OUT/a/<name>_*.png`` and ``OUT/b/<name>_*.png``. Two images that would still share an
+output name (``x.png`` and ``x.jpg`` in one folder) are refused before anything is written.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -30,7 +37,25 @@ def list_images(inputs) -> list[Path]:
             raise FileNotFoundError(f"{p}: no such image or folder")
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_EXT))}) in {', '.join(inputs)}")
-    return files
+    unique = {os.path.abspath(f): f for f in files}  # an image named twice is predicted once
+    return list(unique.values())
+
+
+def output_names(files: list[Path]) -> list[Path]:
+    """Output path stem of each image, relative to the output folder: its folder below the
+    deepest folder holding every image, then its name without extension. Raises
+    ``ValueError`` naming both images when two would share a stem."""
+    parents = [Path(os.path.abspath(f)).parent for f in files]
+    common = Path(os.path.commonpath(parents))
+    names, seen = [], {}
+    for f, parent in zip(files, parents):
+        name = parent.relative_to(common) / f.stem
+        if name in seen:
+            raise ValueError(f"{seen[name]} and {f} would both be written as {name}_<task>.png; rename one of them "
+                             f"or predict them into separate --out folders")
+        seen[name] = f
+        names.append(name)
+    return names
 
 
 def predict_image(model, image, size=None, mode: str = "resize") -> dict:
@@ -60,6 +85,9 @@ def predict_image(model, image, size=None, mode: str = "resize") -> dict:
         else:
             p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
         res[t] = get_task(t).decode(p)[0].cpu().numpy()
+        bad = int((~torch.isfinite(p)).sum()) or int((~np.isfinite(res[t])).sum())
+        if bad:
+            raise FloatingPointError(f"the {t} prediction holds {bad} NaN/Inf values")
     return res
 
 
@@ -86,20 +114,25 @@ def run(args) -> int:
 
         ds = (ckpt.get("config") or {}).get("data", {}).get("dataset")
         size = tuple(get_dataset_class(ds).default_size) if ds else None
+    files = list_images(args.inputs)
+    names = output_names(files)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     nc = ckpt["model_config"].get("num_classes")
-    files = list_images(args.inputs)
-    for f in files:
+    for f, name in zip(files, names):
         img = read_rgb(f)
-        preds = predict_image(model, img, size, args.mode)
+        try:
+            preds = predict_image(model, img, size, args.mode)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"{f}: {e}; nothing written for it (the weights of {ckpt['path']} "
+                                     f"may be NaN/Inf)") from None
         panels = [img]
         for t, p in preds.items():
             rgb = get_task(t).render(p, num_classes=nc)
-            write_png(out / f"{f.stem}_{t}.png", rgb)
+            write_png(out / f"{name}_{t}.png", rgb)
             panels.append(rgb)
             if t == "depth":
-                np.save(out / f"{f.stem}_depth.npy", p[0].astype(np.float32))
-        write_png(out / f"{f.stem}_all.png", side_by_side(panels))
+                np.save(out / f"{name}_depth.npy", p[0].astype(np.float32))
+        write_png(out / f"{name}_all.png", side_by_side(panels))
     print(f"wrote predictions of {len(files)} image(s) for tasks {', '.join(model.tasks)} to {out}")
     return 0

@@ -131,6 +131,10 @@ class DenseDataset(torch.utils.data.Dataset):
         """Files behind one record (for ``verify``)."""
         return []
 
+    def split_file(self, split: str) -> Path | None:
+        """The file listing the ids of ``split``; ``None`` where the split is derived (seeded, folders)."""
+        return None
+
     # --- shared ---------------------------------------------------------------------------
     @classmethod
     def resolve_label_set(cls, name: str | None = None) -> LabelSet | None:
@@ -160,8 +164,19 @@ class DenseDataset(torch.utils.data.Dataset):
         self.epoch = int(epoch)
 
     def load(self, index: int) -> dict:
-        """Numpy sample at the working resolution, derived labels added, no augmentation."""
+        """Numpy sample at the working resolution, derived labels added, no augmentation.
+
+        Any error reading the sample is a :class:`DataError` whose one-line message names the
+        file (or, for an unexpected error, the sample and the error type)."""
         record = self.records[index]
+        try:
+            return self._load(record)
+        except DataError:
+            raise
+        except (ValueError, TypeError, KeyError, OSError) as e:
+            raise DataError(f"{self.name} sample '{record}' at {self.root}: {type(e).__name__}: {e}") from e
+
+    def _load(self, record) -> dict:
         need = {self._source(t) for t in self.tasks}
         if "normals" in need and "normals" not in self.native_tasks:
             need.add("depth")

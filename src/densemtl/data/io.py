@@ -9,7 +9,27 @@ import numpy as np
 
 
 class DataError(ValueError):
-    """A dataset file is missing, unreadable or holds unexpected content."""
+    """A dataset file is missing, unreadable or holds unexpected content.
+
+    Raised in a DataLoader worker process, the error reaches the main process rebuilt by
+    PyTorch from the worker's formatted traceback; the constructor keeps only the original
+    one-line message, so the CLI prints the same line whatever ``data.num_workers``.
+    """
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_worker_message(args[0], type(self)),)
+        super().__init__(*args)
+
+
+def _worker_message(text: str, cls: type) -> str:
+    """The original message of ``cls`` in PyTorch's "Caught X in DataLoader worker process N.
+    Original Traceback ..." text (the last ``module.X: message`` line); ``text`` otherwise."""
+    if not (text.startswith(f"Caught {cls.__name__} in DataLoader worker") and "\nOriginal Traceback" in text):
+        return text
+    marker = f"\n{cls.__module__}.{cls.__qualname__}: "
+    at = text.rfind(marker)
+    return text[at + len(marker):].strip() if at >= 0 else text
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -19,14 +39,27 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+_GRAY16 = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB."""
+    """``(H, W, 3)`` uint8 RGB. 16-bit grayscale is scaled to 8 bits (v / 257, so 65535 ->
+    255); 32-bit integer or float images (PIL modes ``I``, ``F``) have no defined range and
+    are refused."""
     from PIL import Image
 
     require_file(path, "image")
     try:
         with Image.open(path) as im:
+            if im.mode in _GRAY16:
+                gray = np.round(np.asarray(im, dtype=np.float32) / 257.0).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
+            if im.mode in ("I", "F"):
+                raise DataError(f"{path}: {'32-bit integer' if im.mode == 'I' else 'floating-point'} image (PIL mode "
+                                f"{im.mode}) has no defined value range; expected an 8- or 16-bit RGB or grayscale image")
             return np.asarray(im.convert("RGB")).copy()
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"{path}: cannot read image ({e})") from e
 
@@ -50,6 +83,15 @@ def read_npy(path: Path, what: str = "array") -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except Exception as e:
         raise DataError(f"{path}: cannot read {what} ({e})") from e
+
+
+def numeric_map(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """``arr`` squeezed to one ``(H, W)`` map of real numbers (bool, int or float), else a
+    :class:`DataError` naming the file, its dtype and shape."""
+    squeezed = arr.squeeze()
+    if arr.dtype.kind not in "biuf" or squeezed.ndim != 2:
+        raise DataError(f"{path}: {what} must be a 2-D (H, W) array of numbers, got dtype {arr.dtype} shape {arr.shape}")
+    return squeezed
 
 
 def read_json(path: Path, what: str = "json") -> dict:

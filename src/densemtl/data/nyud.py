@@ -15,11 +15,14 @@ The procedural set (``densemtl data synth``) is written in this layout with a ``
 
 from __future__ import annotations
 
+import math
+from pathlib import PurePosixPath, PureWindowsPath
+
 import numpy as np
 
 from .base import DenseDataset
 from .geometry import intrinsics_matrix
-from .io import DataError, read_json, read_npy, read_png, read_rgb
+from .io import DataError, numeric_map, read_json, read_npy, read_png, read_rgb
 from .registry import register_dataset
 
 NYUD40_CLASSES = (
@@ -46,6 +49,54 @@ def encode_normals_png(n: np.ndarray) -> np.ndarray:
     return v
 
 
+def _is_number(v, integer: bool = False) -> bool:
+    ok = isinstance(v, int) if integer else isinstance(v, (int, float)) and math.isfinite(v)
+    return ok and not isinstance(v, bool)
+
+
+def check_metadata(meta, path) -> dict:
+    """``dataset.json`` with the types the loader needs; a :class:`DataError` names the key otherwise."""
+    def bad(key, expected, value):
+        raise DataError(f"{path}: '{key}' must be {expected}, got {value!r}")
+
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object (num_classes, class_names, intrinsics, ...), got {type(meta).__name__}")
+    n = meta.get("num_classes")
+    if "num_classes" in meta and not (_is_number(n, integer=True) and n >= 1):
+        bad("num_classes", "a positive integer", n)
+    names = meta.get("class_names")
+    if "class_names" in meta:
+        if not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
+            bad("class_names", "a list of strings", names)
+        if n is not None and len(names) != n:
+            bad("class_names", f"a list of num_classes = {n} names", names)
+    intr = meta.get("intrinsics", {})
+    if not isinstance(intr, dict):
+        bad("intrinsics", "an object with fx, fy, cx, cy, width, height", intr)
+    for k, v in intr.items():
+        if k in ("fx", "fy", "cx", "cy") and not (_is_number(v) and (v > 0 or k in ("cx", "cy"))):
+            bad(f"intrinsics.{k}", "a number" + (" > 0" if k in ("fx", "fy") else ""), v)
+        if k in ("width", "height") and not (_is_number(v, integer=True) and v > 0):
+            bad(f"intrinsics.{k}", "a positive integer (pixels)", v)
+    if "default_size" in meta:
+        size = meta["default_size"]
+        if not (isinstance(size, list) and len(size) == 2 and all(_is_number(v, integer=True) and v > 0 for v in size)):
+            bad("default_size", "[height, width] in pixels (positive integers)", size)
+    if "depth_range" in meta:
+        r = meta["depth_range"]
+        if not (isinstance(r, list) and len(r) == 2 and all(_is_number(v) for v in r) and 0 <= r[0] < r[1]):
+            bad("depth_range", "[min, max] in metres with 0 <= min < max", r)
+    return meta
+
+
+def check_split_id(sid: str, path, line: int) -> str:
+    """A split-list id must name files inside the dataset root: no absolute path, no ``..``."""
+    if any(p.is_absolute() or p.drive or ".." in p.parts for p in (PurePosixPath(sid), PureWindowsPath(sid))):
+        raise DataError(f"{path}:{line}: id {sid!r} points outside the dataset root "
+                        f"(ids are file names relative to images/, without extension, e.g. 00001)")
+    return sid
+
+
 @register_dataset("nyud")
 class NYUDv2(DenseDataset):
     num_classes = 40
@@ -59,7 +110,7 @@ class NYUDv2(DenseDataset):
 
     def _setup(self):
         meta_path = self.root / "dataset.json"
-        self.meta = read_json(meta_path, "dataset metadata") if meta_path.is_file() else {}
+        self.meta = check_metadata(read_json(meta_path, "dataset metadata"), meta_path) if meta_path.is_file() else {}
         if "num_classes" in self.meta:
             self.num_classes = int(self.meta["num_classes"])
             self.class_names = tuple(self.meta.get("class_names", [str(i) for i in range(self.num_classes)]))
@@ -72,10 +123,13 @@ class NYUDv2(DenseDataset):
             self.depth_range = tuple(self.meta["depth_range"])
 
     def _records(self):
-        lst = self.root / "gt_sets" / f"{self.split}.txt"
+        lst = self.split_file(self.split)
         if not lst.is_file():
             raise DataError(f"{lst}: missing split list (one image id per line)")
-        return [line.strip() for line in lst.read_text().splitlines() if line.strip()]
+        return [check_split_id(line.strip(), lst, n) for n, line in enumerate(lst.read_text().splitlines(), 1) if line.strip()]
+
+    def split_file(self, split):
+        return self.root / "gt_sets" / f"{split}.txt"
 
     def _image_path(self, i):
         for ext in (".png", ".jpg", ".jpeg"):
@@ -118,7 +172,7 @@ class NYUDv2(DenseDataset):
             labels["semseg"] = np.where(s == 0, 255, s.astype(np.int64) - 1).astype(np.uint8)
         if "depth" in tasks:
             p = self.root / "depth" / f"{i}.npy"
-            d = read_npy(p, "depth").astype(np.float32).squeeze()
+            d = numeric_map(read_npy(p, "depth"), p, "depth (metres)").astype(np.float32)
             self._check_hw(d, p, "depth", hw)
             if not np.isfinite(d).all():
                 raise DataError(f"{p}: depth contains NaN/Inf")
@@ -132,13 +186,24 @@ class NYUDv2(DenseDataset):
             labels["normals"] = decode_normals_png(n)
         if "edges" in tasks:
             p = self._edge_path(i)
-            e = read_npy(p, "edges") if p.suffix == ".npy" else read_png(p, "edges")
-            e = e.squeeze()
+            e = numeric_map(read_npy(p, "edges") if p.suffix == ".npy" else read_png(p, "edges"), p, "edge map")
             self._check_hw(e, p, "edges", hw)
-            labels["edges"] = (e > (0.5 if e.max(initial=0) <= 1 else 127)).astype(np.uint8)  # 0/1 or 0/255
+            on = 1 if e.max(initial=0) <= 1 else 255  # 0/1 or 0/255
+            if ((e != 0) & (e != on)).any():
+                bad = np.unique(e[(e != 0) & (e != on)])
+                raise DataError(f"{p}: edge map holds values other than 0 and {on} ({bad[:5].tolist()}...); expected a "
+                                f"0/255 PNG or a 0/1 array")
+            labels["edges"] = (e == on).astype(np.uint8)
         out = {"image": image, "labels": labels, "K": K, "id": str(i)}
         if self.sequence:  # procedural sequences: sequence/<id>_{prev,next}.png and poses/<id>.json
             out["frames"] = {k: read_rgb(self.root / "sequence" / f"{i}_{name}.png") for k, name in ((-1, "prev"), (1, "next"))}
-            pose = read_json(self.root / "poses" / f"{i}.json", "relative poses")
-            out["poses"] = {-1: np.array(pose["T_t_to_prev"]), 1: np.array(pose["T_t_to_next"])}
+            pose_path = self.root / "poses" / f"{i}.json"
+            pose = read_json(pose_path, "relative poses")
+            try:
+                out["poses"] = {k: np.array(pose[key], dtype=np.float64) for k, key in ((-1, "T_t_to_prev"), (1, "T_t_to_next"))}
+            except (KeyError, TypeError, ValueError) as e:
+                raise DataError(f"{pose_path}: expected T_t_to_prev and T_t_to_next as 4x4 numbers ({type(e).__name__}: {e})") from e
+            if any(T.shape != (4, 4) for T in out["poses"].values()):
+                raise DataError(f"{pose_path}: T_t_to_prev and T_t_to_next must be 4x4, got "
+                                f"{[list(T.shape) for T in out['poses'].values()]}")
         return out

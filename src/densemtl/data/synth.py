@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -340,9 +341,25 @@ def _write_one(args):
     return name
 
 
+def _replace_dir(new: Path, out: Path) -> None:
+    """Put the finished folder ``new`` at ``out`` (a sibling), removing what ``out`` held only
+    once ``new`` is in place; if the swap fails, ``out`` is left as it was."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style: str = "default",
                      val_fraction: float = 0.2, workers: int | None = None, progress: bool = True,
-                     sequences: bool = False, motion: str = "random") -> Path:
+                     sequences: bool = False, motion: str = "random", overwrite: bool = False) -> Path:
     """Write ``num`` scenes in the NYUDv2 layout under ``out``; returns ``out``.
 
     Split: a seeded permutation, 80 % train / 20 % val (disjoint). ``workers`` processes
@@ -350,14 +367,41 @@ def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style
     frames t-1 / t+1 of a small known camera motion (``sequence/<id>_{prev,next}.png``) and
     the relative poses (``poses/<id>.json``: 4x4 camera-t -> neighbour transforms); read them
     with ``create_dataset("nyud", root, sequence=True)``.
-    """
-    from .splits import seeded_split
 
+    ``out`` must not exist or be an empty folder; with ``overwrite`` a non-empty folder is
+    replaced whole. The set is written to a hidden sibling folder ``.<name>.partial-<pid>``
+    and moved to ``out`` when complete, so a failure leaves ``out`` as it was (old and new
+    files are never mixed).
+    """
     if style not in STYLES:
         raise ValueError(f"unknown style '{style}'; available: {', '.join(STYLES)}")
     if num < 2:
         raise ValueError("num must be at least 2 (train and val need one image each)")
-    out = Path(out)
+    if motion not in MOTIONS:
+        raise ValueError(f"unknown camera motion {motion!r}; choose from {', '.join(MOTIONS)}")
+    shown = Path(out)
+    out = shown.expanduser().resolve()  # a symlinked folder: replace what it points to
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{shown}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{shown}: folder is not empty; refusing to mix a new dataset with its files "
+                              f"(--force / overwrite=True replaces it whole)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    final, out = out, out.parent / f".{out.name}.partial-{os.getpid()}"
+    if out.exists():
+        shutil.rmtree(out)
+    try:
+        _write_dataset(out, num, size, seed, style, val_fraction, workers, progress, sequences, motion)
+        _replace_dir(out, final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return shown
+
+
+def _write_dataset(out: Path, num, size, seed, style, val_fraction, workers, progress, sequences, motion) -> None:
+    from .splits import seeded_split
+
     for sub in ("images", "segmentation", "depth", "normals", "edge", "gt_sets"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     h, w = size
@@ -368,8 +412,6 @@ def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style
         "default_size": [h, w], "depth_range": [1e-3, 20.0], "normals_frame": "opencv (x right, y down, z forward)",
         "seed": seed, "num": num, "style": style, "style_params": asdict(STYLES[style]), "sequences": sequences, "motion": motion if sequences else None,
     }
-    if motion not in MOTIONS:
-        raise ValueError(f"unknown camera motion {motion!r}; choose from {', '.join(MOTIONS)}")
     jobs = [(out, seed, i, (h, w), style, sequences, motion) for i in range(num)]
     workers = workers or os.cpu_count() or 1
     from tqdm import tqdm
@@ -387,4 +429,3 @@ def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style
     (out / "gt_sets" / "train.txt").write_text("\n".join(train) + "\n")
     (out / "gt_sets" / "val.txt").write_text("\n".join(val) + "\n")
     (out / "dataset.json").write_text(json.dumps(meta, indent=2))
-    return out

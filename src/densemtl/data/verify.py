@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
 
 from .base import DenseDataset
@@ -24,6 +26,9 @@ def verify_dataset(ds: DenseDataset, progress: bool = True) -> tuple[dict, list[
             continue
         h, w = ds.size
         bad = []
+        img = s["image"]
+        if img.size and img.min() == img.max():
+            bad.append(f"image is constant (every pixel {round(float(img.flat[0]) * 255)}): unreadable or blank")
         for t, v in s["labels"].items():
             if v.shape[:2] != (h, w):
                 bad.append(f"{t} has shape {v.shape[:2]}, expected {(h, w)}")
@@ -65,3 +70,19 @@ def verify_dataset(ds: DenseDataset, progress: bool = True) -> tuple[dict, list[
     if expected is not None and not (ds.root / "dataset.json").is_file() and len(ds) != expected:
         problems.append(f"{ds.root}/gt_sets/{ds.split}.txt lists {len(ds)} samples; the official split has {expected}")
     return summary, problems
+
+
+def split_overlaps(datasets: dict) -> dict[str, list[str]]:
+    """Problems of ids shared between splits (``{split: [line]}``, on the later split of each
+    pair; the ``all`` split is skipped): a val list identical to, or overlapping, the train list."""
+    out: dict[str, list[str]] = {}
+    for a, b in combinations([s for s in datasets if s != "all"], 2):
+        ra, rb = set(map(str, datasets[a].records)), set(map(str, datasets[b].records))
+        shared = ra & rb
+        if not shared:
+            continue
+        src_a, src_b = (datasets[s].split_file(s) or f"split '{s}' of {datasets[s].root}" for s in (a, b))
+        what = "is identical to" if ra == rb else f"shares {len(shared)} of its {len(rb)} ids with"
+        out.setdefault(b, []).append(f"{src_b} {what} {src_a} (e.g. {', '.join(sorted(shared)[:3])}): "
+                                     f"'{b}' would measure images the model trains on")
+    return out
