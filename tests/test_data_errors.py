@@ -88,9 +88,15 @@ def test_synth_refuses_non_empty_out_and_force_replaces_whole(tmp_path, capsys, 
     with pytest.raises(RuntimeError, match="disk full"):
         generate_dataset(out, num=5, size=(16, 24), seed=2, workers=1, progress=False, overwrite=True)
     assert _tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+    (tmp_path / "mount").mkdir()  # an empty folder (maybe a mount point) is written in place
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate_dataset(tmp_path / "mount", num=5, size=(16, 24), seed=2, workers=1, progress=False)
+    assert not list((tmp_path / "mount").iterdir())
+    (tmp_path / "mount").rmdir()
     # an existing empty folder is fine without --force; a file is refused
     (tmp_path / "empty").mkdir()
     assert main(["data", "synth", "--out", str(tmp_path / "empty"), "--num", "2", "--size", "24x16", "--workers", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == sorted(p.name for p in out.iterdir())
     (tmp_path / "f").write_text("x")
     assert main(["data", "synth", "--out", str(tmp_path / "f"), "--num", "2", "--force"]) == 2
     assert "is not a folder" in capsys.readouterr().err and (tmp_path / "f").read_text() == "x"
