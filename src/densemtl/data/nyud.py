@@ -150,6 +150,19 @@ class NYUDv2(DenseDataset):
         if arr.shape[:2] != hw:
             raise DataError(f"{path}: {what} is {arr.shape[1]}x{arr.shape[0]} (WxH), the image is {hw[1]}x{hw[0]}")
 
+    @staticmethod
+    def _edge_labels(e, path):
+        """0/255 or 0/1 map -> uint8 0/1; any other value is an error (never thresholded away)."""
+        nonzero = np.count_nonzero(e)
+        for on in (255, 1):
+            lab = e == on
+            if np.count_nonzero(lab) == nonzero:
+                return lab.view(np.uint8)
+        on = 1 if e.max() <= 1 else 255
+        bad = np.unique(e[(e != 0) & (e != on)])
+        raise DataError(f"{path}: edge map holds values other than 0 and {on} ({bad[:5].tolist()}...); "
+                        f"expected a 0/255 PNG or a 0/1 array")
+
     def _read(self, i, tasks):
         img_path = self._image_path(i)
         image = read_rgb(img_path)
@@ -188,12 +201,7 @@ class NYUDv2(DenseDataset):
             p = self._edge_path(i)
             e = numeric_map(read_npy(p, "edges") if p.suffix == ".npy" else read_png(p, "edges"), p, "edge map")
             self._check_hw(e, p, "edges", hw)
-            on = 1 if e.max(initial=0) <= 1 else 255  # 0/1 or 0/255
-            if ((e != 0) & (e != on)).any():
-                bad = np.unique(e[(e != 0) & (e != on)])
-                raise DataError(f"{p}: edge map holds values other than 0 and {on} ({bad[:5].tolist()}...); expected a "
-                                f"0/255 PNG or a 0/1 array")
-            labels["edges"] = (e == on).astype(np.uint8)
+            labels["edges"] = self._edge_labels(e, p)
         out = {"image": image, "labels": labels, "K": K, "id": str(i)}
         if self.sequence:  # procedural sequences: sequence/<id>_{prev,next}.png and poses/<id>.json
             out["frames"] = {k: read_rgb(self.root / "sequence" / f"{i}_{name}.png") for k, name in ((-1, "prev"), (1, "next"))}

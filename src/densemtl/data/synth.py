@@ -342,8 +342,21 @@ def _write_one(args):
 
 
 def _replace_dir(new: Path, out: Path) -> None:
-    """Put the finished folder ``new`` at ``out`` (a sibling), removing what ``out`` held only
-    once ``new`` is in place; if the swap fails, ``out`` is left as it was."""
+    """Put the finished folder ``new`` at ``out``, removing what ``out`` held only once ``new``
+    is in place; if the swap fails, ``out`` is left as it was. ``new`` is a sibling of ``out``,
+    or a child of an empty ``out`` (whose entries then move up: ``out`` may be a mount point)."""
+    if new.parent == out:
+        moved = []
+        try:
+            for entry in sorted(new.iterdir()):
+                os.rename(entry, out / entry.name)
+                moved.append(out / entry.name)
+        except BaseException:
+            for m in moved:
+                shutil.rmtree(m, ignore_errors=True) if m.is_dir() else m.unlink()
+            raise
+        new.rmdir()
+        return
     if not out.exists():
         os.rename(new, out)
         return
@@ -369,9 +382,9 @@ def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style
     with ``create_dataset("nyud", root, sequence=True)``.
 
     ``out`` must not exist or be an empty folder; with ``overwrite`` a non-empty folder is
-    replaced whole. The set is written to a hidden sibling folder ``.<name>.partial-<pid>``
-    and moved to ``out`` when complete, so a failure leaves ``out`` as it was (old and new
-    files are never mixed).
+    replaced whole. The set is written to a hidden folder ``.<name>.partial-<pid>`` (beside
+    ``out``, or inside it when it is an existing empty folder) and moved to ``out`` when
+    complete, so a failure leaves ``out`` as it was (old and new files are never mixed).
     """
     if style not in STYLES:
         raise ValueError(f"unknown style '{style}'; available: {', '.join(STYLES)}")
@@ -387,7 +400,8 @@ def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style
         raise FileExistsError(f"{shown}: folder is not empty; refusing to mix a new dataset with its files "
                               f"(--force / overwrite=True replaces it whole)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    final, out = out, out.parent / f".{out.name}.partial-{os.getpid()}"
+    empty = out.is_dir() and not any(out.iterdir())
+    final, out = out, (out if empty else out.parent) / f".{out.name}.partial-{os.getpid()}"
     if out.exists():
         shutil.rmtree(out)
     try:
