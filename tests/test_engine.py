@@ -20,6 +20,7 @@ from densemtl.cli.main import main
 from densemtl.config import config_from_dict
 from densemtl.engine import CheckpointError, Trainer, load_checkpoint
 from densemtl.metrics import multitask_delta
+from densemtl.tasks import directions, headlines
 
 
 def _losses(run_dir):
@@ -139,7 +140,7 @@ DDP_SCRIPT = textwrap.dedent(
     tr = Trainer(cfg, run_dir=sys.argv[2])
     tr.train()
     if tr.device.type == "cpu" and int(__import__("os").environ.get("RANK", "0")) == 0:
-        torch.save(tr.net.state_dict(), sys.argv[3])
+        torch.save(tr.model.state_dict(), sys.argv[3])
     """
 )
 
@@ -212,7 +213,7 @@ def test_eval_predict_and_table(synth_root, tmp_path, capsys):
     from densemtl.engine.report import load_run
 
     s, d, mt = (load_run(r)["metrics"] for r in runs)
-    delta = multitask_delta(mt, {"semseg": s["semseg"], "depth": d["depth"]})
+    delta = multitask_delta(mt, {"semseg": s["semseg"], "depth": d["depth"]}, directions("SD"), headline=headlines("SD"))
     lines = (tmp_path / "t.csv").read_text().splitlines()
     row = [line for line in lines if line.startswith("nyud,supervised,MTL (resnet18)")][0]
     assert float(row.split(",")[lines[0].split(",").index("delta_mean")]) == pytest.approx(delta, rel=1e-9)

@@ -34,31 +34,31 @@ def _params(module):
 
 def test_gradient_isolation(domains, tmp_path):
     tr = Trainer(config_from_dict(uda_config(domains, tmp_path)), run_dir=tmp_path / "run")
-    assert len(tr.uda.critic.discriminators) == 2 * len(tr.net.supervised_scales)  # semseg + depth per scale
+    assert len(tr.objective("adversarial").alignment.critic.discriminators) == 2 * len(tr.model.supervised_scales)  # semseg + depth per scale
     batch = next(iter(tr.train_loader))
     tr.model.train()
-    disc0, model0 = _params(tr.uda.critic), _params(tr.net)
+    disc0, model0 = _params(tr.objective("adversarial").alignment.critic), _params(tr.model)
     # generator step: the discriminators are frozen and get no gradient; the model does
     tr.optimizer.zero_grad(set_to_none=True)
     out_t = tr._adversarial_backward({"loss": 0.0})
-    assert all(p.grad is None for p in tr.uda.critic.parameters())
-    assert all(p.requires_grad for p in tr.uda.critic.parameters())  # unfrozen again afterwards
-    assert sum(float(p.grad.abs().sum()) for p in tr.net.parameters() if p.grad is not None) > 0
+    assert all(p.grad is None for p in tr.objective("adversarial").alignment.critic.parameters())
+    assert all(p.requires_grad for p in tr.objective("adversarial").alignment.critic.parameters())  # unfrozen again afterwards
+    assert sum(float(p.grad.abs().sum()) for p in tr.model.parameters() if p.grad is not None) > 0
     tr.optimizer.step()
-    after = _params(tr.uda.critic)
+    after = _params(tr.objective("adversarial").alignment.critic)
     assert all(torch.equal(disc0[k], after[k]) for k in disc0)
     # discriminator step: no model parameter (nor its gradient) changes
-    model1 = _params(tr.net)
-    grads = {n: p.grad.clone() for n, p in tr.net.named_parameters() if p.grad is not None}
+    model1 = _params(tr.model)
+    grads = {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None}
     assert any(not torch.equal(model0[k], model1[k]) for k in model0)
     with torch.no_grad():
         out_s = tr.model(batch["image"])
-    logs = tr.uda.discriminator_step(out_s, out_t, batch["image"].shape[-2:])
+    logs = tr.objective("adversarial").alignment.discriminator_step(out_s, out_t, batch["image"].shape[-2:])
     assert logs["loss/discriminators"] > 0
-    model2 = _params(tr.net)
+    model2 = _params(tr.model)
     assert all(torch.equal(model1[k], model2[k]) for k in model1)
-    assert all(torch.equal(grads[n], p.grad) for n, p in tr.net.named_parameters() if n in grads)
-    assert any(not torch.equal(after[k], v) for k, v in _params(tr.uda.critic).items())
+    assert all(torch.equal(grads[n], p.grad) for n, p in tr.model.named_parameters() if n in grads)
+    assert any(not torch.equal(after[k], v) for k, v in _params(tr.objective("adversarial").alignment.critic).items())
 
 
 def test_uda_run_resumes_exactly_and_evaluates_on_the_target(domains, tmp_path, capsys):
@@ -150,7 +150,7 @@ from densemtl.engine import Trainer
 tr = Trainer(config_from_dict(yaml.safe_load(open(sys.argv[1]))), run_dir=sys.argv[2])
 tr.train()
 if int(os.environ.get("RANK", "0")) == 0:
-    torch.save({"model": tr.net.state_dict(), "critic": tr.uda.critic.state_dict()}, sys.argv[3])
+    torch.save({"model": tr.model.state_dict(), "critic": tr.objective("adversarial").alignment.critic.state_dict()}, sys.argv[3])
 """
 
 

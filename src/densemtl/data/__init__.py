@@ -1,6 +1,7 @@
 """Datasets (registry), geometry, transforms and the procedural scene generator."""
 
-from .base import DenseDataset, collate, edges_from_labels
+from ..tasks.edges import edges_from_labels
+from .base import DenseDataset, collate
 from .io import DataError
 from .registry import create_dataset, get_dataset_class, list_datasets, register_dataset
 
