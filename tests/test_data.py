@@ -21,7 +21,7 @@ from densemtl.data.transforms import hflip_sample, random_scale_crop
 
 
 def test_registry():
-    assert list_datasets() == ["nyud", "cityscapes", "vkitti2", "synthia"]
+    assert list_datasets() == ["nyud", "cityscapes", "vkitti2", "synthia", "procedural"]
 
 
 def test_nyud_layout(tmp_path):
@@ -256,8 +256,8 @@ def test_synth_dataset_deterministic_and_consistent(tmp_path):
     jump = np.zeros_like(d, bool)
     jump[:, 1:] = np.abs(d[:, 1:] - d[:, :-1]) / np.minimum(d[:, 1:], d[:, :-1]) > 0.2
     assert jump.any() and s["edges"][jump].all()
-    ds = create_dataset("nyud", a, "train", "SDNE")
-    assert ds.num_classes == 8 and ds.size == (48, 64) and len(ds) + len(create_dataset("nyud", a, "val", "S")) == 6
+    ds = create_dataset("procedural", a, "train", "SDNE")
+    assert ds.num_classes == 8 and ds.size == (48, 64) and len(ds) + len(create_dataset("procedural", a, "val", "S")) == 6
 
 
 SPLIT_SCRIPT = "import sys; from densemtl.data.splits import seeded_split; print(','.join(seeded_split([str(i) for i in range(50)], sys.argv[1], 7)))"

@@ -15,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import run_one_and_two_processes, tiny_config
+from helpers import run_one_and_two_processes, tiny_config
 from densemtl.cli.main import main
 from densemtl.config import config_from_dict
 from densemtl.engine import CheckpointError, Trainer, load_checkpoint
@@ -215,7 +215,7 @@ def test_eval_predict_and_table(synth_root, tmp_path, capsys):
     s, d, mt = (load_run(r)["metrics"] for r in runs)
     delta = multitask_delta(mt, {"semseg": s["semseg"], "depth": d["depth"]}, directions("SD"), headline=headlines("SD"))
     lines = (tmp_path / "t.csv").read_text().splitlines()
-    row = [line for line in lines if line.startswith("nyud,supervised,MTL (resnet18)")][0]
+    row = [line for line in lines if line.startswith("procedural,supervised,MTL (resnet18)")][0]
     assert float(row.split(",")[lines[0].split(",").index("delta_mean")]) == pytest.approx(delta, rel=1e-9)
 
 

@@ -95,7 +95,7 @@ def test_procedural_sequences_load_and_flip_consistently(tmp_path):
     from densemtl.data.synth import generate_dataset
 
     root = generate_dataset(tmp_path / "seq", num=4, size=(64, 80), seed=0, workers=1, progress=False, sequences=True)
-    ds = create_dataset("nyud", root, "train", "SD", sequence=True, augment=False)
+    ds = create_dataset("procedural", root, "train", "SD", sequence=True, augment=False)
     s = ds.load(0)
     assert set(s["frames"]) == {-1, 1} and s["frames"][1].shape == s["image"].shape
     from densemtl.data.transforms import crop_sample, hflip_sample, resize_sample, to_tensors
@@ -192,7 +192,7 @@ def test_self_supervised_loss_prefers_true_depth(tmp_path):
 
 
 def test_selfsup_training_runs_and_resumes(tmp_path, capsys):
-    from conftest import tiny_config
+    from helpers import tiny_config
     from densemtl.cli.main import main
     from densemtl.config import config_from_dict
     from densemtl.data.synth import generate_dataset
@@ -226,7 +226,7 @@ def test_partial_initialisation_and_local_pose_weights(tmp_path):
     """The paper starts DenseMTL-SDE from a 3-ways self-supervised model: encoder, decoders and
     pose network from its checkpoint, the new mTEB block from scratch."""
     import timm
-    from conftest import tiny_config
+    from helpers import tiny_config
     from densemtl.config import config_from_dict
     from densemtl.data.synth import generate_dataset
     from densemtl.engine import CheckpointError, Trainer, save_checkpoint
@@ -267,7 +267,7 @@ def test_partial_initialisation_and_local_pose_weights(tmp_path):
 
 
 def test_known_camera_motion_replaces_the_pose_network(tmp_path):
-    from conftest import tiny_config
+    from helpers import tiny_config
     from densemtl.config import config_from_dict
     from densemtl.data.synth import generate_dataset
     from densemtl.engine import Trainer

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from densemtl.cli.main import main
 from densemtl.config import config_from_dict
@@ -23,7 +23,7 @@ def domains(tmp_path_factory):
 
 def uda_config(domains, out, **over):
     src, tgt = domains
-    base = {"uda.target": {"dataset": "nyud", "root": str(tgt), "limit_val": 4}, "uda.adversarial": True,
+    base = {"uda.target": {"dataset": "procedural", "root": str(tgt), "limit_val": 4}, "uda.adversarial": True,
             "train.eval_every": 0, "schedule.iterations": 4}
     return tiny_config(src, out, **{**base, **over})
 
@@ -96,11 +96,11 @@ def test_uda_config_errors(domains, tmp_path):
     with pytest.raises(ValueError, match="needs a target domain"):
         config_from_dict(tiny_config(domains[0], tmp_path, **{"uda.adversarial": True}))
     with pytest.raises(ValueError, match="uda.target.nope"):
-        config_from_dict(uda_config(domains, tmp_path, **{"uda.target": {"dataset": "nyud", "root": str(domains[1]), "nope": 1}}))
+        config_from_dict(uda_config(domains, tmp_path, **{"uda.target": {"dataset": "procedural", "root": str(domains[1]), "nope": 1}}))
     from data_fixtures import write_cityscapes
 
     write_cityscapes(tmp_path / "cs", split="val")
-    with pytest.raises(ValueError, match=r"source nyud has \d+ classes but target cityscapes has 16"):
+    with pytest.raises(ValueError, match=r"source procedural has \d+ classes but target cityscapes has 16"):
         Trainer(config_from_dict(uda_config(domains, tmp_path, **{"train.eval_every": 2, "uda.adversarial": False, "uda.target": {
             "dataset": "cityscapes", "root": str(tmp_path / "cs")}})), run_dir=tmp_path / "x")
 
@@ -157,7 +157,7 @@ if int(os.environ.get("RANK", "0")) == 0:
 def test_uda_two_processes_equal_one_process(domains, tmp_path):
     """DDP: model and discriminators (own DDP wrapper) reduce their gradients across processes."""
     import yaml
-    from conftest import run_one_and_two_processes
+    from helpers import run_one_and_two_processes
 
     # padnet: no dropout (per-process dropout masks would differ from one process's); S-N:
     # berHu's threshold is a statistic of the (per-process) batch. One step: the discriminators'

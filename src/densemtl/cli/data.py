@@ -100,5 +100,5 @@ def run_synth(args) -> int:
     out = generate_dataset(args.out, args.num, (h, w), args.seed, args.style, workers=args.workers,
                            progress=sys.stderr.isatty(), sequences=args.sequences, motion=args.motion)
     print(f"wrote {args.num} procedural scenes ({w}x{h}, seed {args.seed}, style {args.style}) to {out} "
-          f"in {time.perf_counter() - t0:.1f} s; read it with dataset 'nyud'")
+          f"in {time.perf_counter() - t0:.1f} s; read it with dataset 'procedural' (data.dataset=procedural)")
     return 0

@@ -10,6 +10,7 @@ from . import nyud  # noqa: E402,F401
 from . import cityscapes  # noqa: E402,F401
 from . import vkitti2  # noqa: E402,F401
 from . import synthia  # noqa: E402,F401
+from . import procedural  # noqa: E402,F401
 
 __all__ = ["DenseDataset", "DataError", "collate", "edges_from_labels", "create_dataset", "get_dataset_class",
            "list_datasets", "register_dataset"]

@@ -130,7 +130,9 @@ class DenseDataset(torch.utils.data.Dataset):
     @classmethod
     def provides(cls, label: str) -> bool:
         """Whether the dataset reads ``label`` from its files or can derive it from those it reads."""
-        return label in cls.native_tasks or any(d in cls.native_tasks for d in get_task(label).derived_from)
+        task = get_task(label)
+        return label in cls.native_tasks or (task.derivable and (
+            not task.derived_from or any(d in cls.native_tasks for d in task.derived_from)))
 
     def _derive_options(self) -> dict:
         return {"edge_aware_normals": self.edge_aware_normals, "normals_smooth_sigma": self.normals_smooth_sigma}

@@ -10,7 +10,7 @@ ROOT/
   gt_sets/train.txt, val.txt  one id per line (795 / 654, the official split)
   dataset.json                optional: {"num_classes", "class_names", "intrinsics": {fx, fy, cx, cy, width, height}}
 ```
-The procedural set (``densemtl data synth``) is written in this layout with a ``dataset.json``.
+The procedural set (``densemtl data synth``, dataset ``procedural``) uses this layout too.
 """
 
 from __future__ import annotations
@@ -54,8 +54,6 @@ class NYUDv2(DenseDataset):
     depth_range = (1e-3, 10.0)
     native_tasks = ("semseg", "depth", "normals", "edges")
     official_split_sizes = {"train": 795, "val": 654}
-
-    supports_sequence = True
 
     def _setup(self):
         meta_path = self.root / "dataset.json"
@@ -136,9 +134,10 @@ class NYUDv2(DenseDataset):
             e = e.squeeze()
             self._check_hw(e, p, "edges", hw)
             labels["edges"] = (e > (0.5 if e.max(initial=0) <= 1 else 127)).astype(np.uint8)  # 0/1 or 0/255
-        out = {"image": image, "labels": labels, "K": K, "id": str(i)}
-        if self.sequence:  # procedural sequences: sequence/<id>_{prev,next}.png and poses/<id>.json
-            out["frames"] = {k: read_rgb(self.root / "sequence" / f"{i}_{name}.png") for k, name in ((-1, "prev"), (1, "next"))}
-            pose = read_json(self.root / "poses" / f"{i}.json", "relative poses")
-            out["poses"] = {-1: np.array(pose["T_t_to_prev"]), 1: np.array(pose["T_t_to_next"])}
-        return out
+        return {"image": image, "labels": labels, "K": K, "id": str(i)}
+
+    def _read_sequence(self, i) -> dict:
+        """Neighbour frames ``sequence/<id>_{prev,next}.png`` and poses ``poses/<id>.json``."""
+        frames = {k: read_rgb(self.root / "sequence" / f"{i}_{name}.png") for k, name in ((-1, "prev"), (1, "next"))}
+        pose = read_json(self.root / "poses" / f"{i}.json", "relative poses")
+        return {"frames": frames, "poses": {-1: np.array(pose["T_t_to_prev"]), 1: np.array(pose["T_t_to_next"])}}

@@ -62,7 +62,8 @@ class Task:
         label_source: the dataset label the task is trained/evaluated against (default: its
             own name; the self-supervised ``disparity`` task uses ``depth``).
         derived_from: labels from which :meth:`derive` computes this task's label when a
-            dataset does not provide it (empty: not derivable).
+            dataset does not provide it (a task that overrides :meth:`derive` with an empty
+            ``derived_from`` is derived from the image alone).
         export_name: name of the task's output in exported models (default: ``name``).
         head_bias: initial bias of the prediction convs (``None``: PyTorch default).
     """
@@ -88,6 +89,11 @@ class Task:
         if num_classes is None or int(num_classes) < 1:
             raise ValueError(f"task '{self.name}' needs num_classes >= 1, got {num_classes!r}")
         return int(num_classes)
+
+    @property
+    def derivable(self) -> bool:
+        """Whether :meth:`derive` can compute the label (the subclass overrides it)."""
+        return type(self).derive is not Task.derive
 
     @property
     def source(self) -> str:

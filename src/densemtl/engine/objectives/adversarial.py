@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ...uda.alignment import AdversarialAlignment
-from .. import builders
+from ..builders import build_dataset, build_loader, target_config
 from ..checkpoint import CheckpointError
 from ..evaluate import amp_context
 from .base import Objective, StepContext, register_objective
@@ -34,10 +34,10 @@ class AdversarialDomainAlignment(Objective):
             trainer.tasks, u.scales if u.scales is not None else trainer.model.supervised_scales, trainer.num_classes,
             weight=float(u.weight), lr=float(u.lr), betas=tuple(u.betas), power=float(u.power),
             max_steps=int(cfg.schedule.iterations), depth_ref=float(u.depth_ref), device=self.device)
-        tcfg = builders.target_config(cfg)
-        self.target_set = builders.build_dataset(tcfg, tcfg.data.train_split, train=True)
-        self.loader, self.sampler = builders.build_loader(self.target_set, self.batch_size, True, int(cfg.seed) + 1,
-                                                          int(cfg.data.num_workers))
+        tcfg = target_config(cfg)
+        self.target_set = build_dataset(tcfg, tcfg.data.train_split, train=True)
+        self.loader, self.sampler = build_loader(self.target_set, self.batch_size, True, int(cfg.seed) + 1,
+                                                  int(cfg.data.num_workers))
         self.per_epoch = self.sampler.per_epoch() // self.batch_size
         if self.per_epoch == 0:
             raise ValueError(f"the target training split has {len(self.target_set)} samples, fewer than data.batch_size")
