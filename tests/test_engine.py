@@ -163,7 +163,7 @@ def test_ddp_two_processes_equal_one_process_on_the_combined_batch(synth_root, t
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     # and the two steps did move the weights away from the (seeded) initialisation
     from densemtl.engine.builders import build_model
-    from densemtl.engine.trainer import seed_everything
+    from densemtl.engine.rng import seed_everything
 
     seed_everything(0)
     init = dict(build_model(config_from_dict(tiny_config(synth_root, tmp_path, **common)), 8).named_parameters())

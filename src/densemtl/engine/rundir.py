@@ -62,6 +62,12 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
+def run_dir_for(cfg) -> Path:
+    """``output_dir/experiment/run_name`` (``run_name`` default: ``seed<seed>``)."""
+    name = cfg.run_name or f"seed{cfg.seed}"
+    return Path(cfg.output_dir) / str(cfg.experiment) / str(name)
+
+
 class RunDirectory:
     """A run's folder: ``config.yaml``, ``env.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/``.
 

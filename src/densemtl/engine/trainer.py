@@ -9,32 +9,20 @@ See docs/architecture.md for one batch's path through the code.
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..tasks import parse_task_set
 from . import builders, warmstart
-from .checkpoint import check_model_config, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import barrier, init_from_env, is_distributed, is_main, world_size
+from .checkpoint import check_model_config, load_checkpoint, save_checkpoint
+from .distributed import barrier, init_from_env, is_distributed, is_main
 from .evaluate import amp_context, evaluate
 from .hooks import default_hooks
 from .objectives import OBJECTIVES, StepContext, objective_classes
-from .rundir import RunDirectory, environment
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def run_dir_for(cfg: DictConfig) -> Path:
-    name = cfg.run_name or f"seed{cfg.seed}"
-    return Path(cfg.output_dir) / str(cfg.experiment) / str(name)
+from .rng import rng_state, seed_everything, set_rng_state
+from .rundir import RunDirectory, environment, run_dir_for
 
 
 class Trainer:
@@ -63,7 +51,8 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
             if torch.cuda.is_available():
                 torch.backends.cudnn.benchmark = False
-        self._build_data(cfg)
+        self.train_set, self.train_loader, self.sampler, self.batches_per_epoch = builders.build_train_data(cfg)
+        self.val_set, self.val_loader = builders.build_eval_data(cfg, self.train_set)
         self.num_classes = self.train_set.num_classes
         self.model = builders.build_model(cfg, self.num_classes).to(self.device)
         init_ck = warmstart.load_init_checkpoint(cfg) if not resume else None
@@ -98,26 +87,6 @@ class Trainer:
             self.run.open(cfg, env, resume, self.iter)
 
     # --- construction ----------------------------------------------------------------------
-    def _build_data(self, cfg) -> None:
-        """Training data; evaluation data: the val split, or the UDA target's val split."""
-        self.train_set = builders.build_dataset(cfg, cfg.data.train_split, train=True)
-        self.train_loader, self.sampler = builders.build_loader(self.train_set, int(cfg.data.batch_size), True, int(cfg.seed),
-                                                                int(cfg.data.num_workers))
-        self.batches_per_epoch = self.sampler.per_epoch() // int(cfg.data.batch_size)
-        if self.batches_per_epoch == 0:
-            raise ValueError(f"the training split has {len(self.train_set)} samples, fewer than data.batch_size={cfg.data.batch_size} x {world_size()} processes")
-        self.val_set = self.val_loader = None
-        if not cfg.train.eval_every:
-            return
-        vcfg = builders.target_config(cfg) if cfg.uda.target.dataset else cfg
-        self.val_set = builders.build_dataset(vcfg, vcfg.data.val_split, train=False)
-        if vcfg is not cfg and "semseg" in self.tasks and self.val_set.num_classes != self.train_set.num_classes:
-            raise ValueError(
-                f"source {cfg.data.dataset} has {self.train_set.num_classes} classes but target {vcfg.data.dataset} "
-                f"has {self.val_set.num_classes}: use a common label set (data.options.label_set and "
-                f"uda.target.options.label_set, e.g. uda8 for VKITTI2 -> Cityscapes)")
-        self.val_loader, _ = builders.build_loader(self.val_set, int(cfg.data.val_batch_size), False, 0, int(cfg.data.num_workers))
-
     def _distribute(self, cfg) -> torch.nn.Module:
         if not is_distributed():
             return self.model
