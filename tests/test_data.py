@@ -170,8 +170,10 @@ def test_real_nyuv2_samples_and_normals_of_433(shared_data, tmp_path):
     ds = create_dataset("nyud", root, "val", "SDN", size=(480, 640))
     s = ds.load(0)
     seg = s["labels"]["semseg"]
-    assert seg.max() < 40 or seg.max() == 255
-    assert 5 <= len(np.unique(seg[seg != 255])) <= 40
+    # the file's 0 (void) becomes 255, 1..40 become 0..39
+    raw = np.asarray(Image.open(src / "seg40/test" / f"{i}.png"))
+    assert ((raw == 0) == (seg == 255)).all() and (seg[raw > 0] == raw[raw > 0] - 1).all()
+    assert seg[seg != 255].max() < 40 and 5 <= len(np.unique(seg[seg != 255])) <= 40
     n = s["labels"]["normals"]
     valid = np.abs(n).sum(-1) > 0
     assert 0.5 < valid.mean() < 1.0 and np.allclose(np.linalg.norm(n[valid], axis=-1), 1, atol=0.03)

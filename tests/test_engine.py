@@ -50,8 +50,9 @@ def test_train_writes_a_complete_run_directory(synth_root, tmp_path):
     evals = [r for r in recs if r["type"] == "eval"]
     assert [r["iter"] for r in evals] == [2, 4] and "semseg/mIoU" in evals[0] and "depth/rmse" in evals[0]
     assert best["iter"] in (2, 4)
-    ck = load_checkpoint(run)
-    assert ck["iteration"] == 4 or ck["path"].endswith("best.pt")
+    assert load_checkpoint(run / "checkpoints/last.pt")["iteration"] == 4
+    ck = load_checkpoint(run)  # a run directory resolves to its best checkpoint
+    assert ck["path"].endswith("best.pt") and ck["iteration"] == best["iter"] and ck["best"]["score"] == best["score"]
     assert list((run / "tb").iterdir())
 
 

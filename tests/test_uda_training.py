@@ -11,6 +11,7 @@ from densemtl.cli.main import main
 from densemtl.config import config_from_dict
 from densemtl.data.synth import generate_dataset
 from densemtl.engine import Trainer, load_checkpoint
+from densemtl.engine.objectives import StepContext
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +35,23 @@ def _params(module):
 
 def test_gradient_isolation(domains, tmp_path):
     tr = Trainer(config_from_dict(uda_config(domains, tmp_path)), run_dir=tmp_path / "run")
-    assert len(tr.objective("adversarial").alignment.critic.discriminators) == 2 * len(tr.model.supervised_scales)  # semseg + depth per scale
+    adversarial = tr.objective("adversarial")
+    critic = adversarial.alignment.critic
+    assert len(critic.discriminators) == 2 * len(tr.model.supervised_scales)  # semseg + depth per scale
     batch = next(iter(tr.train_loader))
     tr.model.train()
-    disc0, model0 = _params(tr.objective("adversarial").alignment.critic), _params(tr.model)
+    disc0, model0 = _params(critic), _params(tr.model)
     # generator step: the discriminators are frozen and get no gradient; the model does
     tr.optimizer.zero_grad(set_to_none=True)
-    out_t = tr._adversarial_backward({"loss": 0.0})
-    assert all(p.grad is None for p in tr.objective("adversarial").alignment.critic.parameters())
-    assert all(p.requires_grad for p in tr.objective("adversarial").alignment.critic.parameters())  # unfrozen again afterwards
+    ctx = StepContext(batch, batch["image"], {}, {}, logs={"loss": 0.0})
+    adversarial.after_backward(tr, ctx)
+    out_t = ctx.extra["target_outputs"]
+    assert ctx.logs["loss/adversarial"] > 0 and ctx.logs["loss"] == ctx.logs["loss/adversarial"]
+    assert all(p.grad is None for p in critic.parameters())
+    assert all(p.requires_grad for p in critic.parameters())  # unfrozen again afterwards
     assert sum(float(p.grad.abs().sum()) for p in tr.model.parameters() if p.grad is not None) > 0
     tr.optimizer.step()
-    after = _params(tr.objective("adversarial").alignment.critic)
+    after = _params(critic)
     assert all(torch.equal(disc0[k], after[k]) for k in disc0)
     # discriminator step: no model parameter (nor its gradient) changes
     model1 = _params(tr.model)
@@ -53,12 +59,12 @@ def test_gradient_isolation(domains, tmp_path):
     assert any(not torch.equal(model0[k], model1[k]) for k in model0)
     with torch.no_grad():
         out_s = tr.model(batch["image"])
-    logs = tr.objective("adversarial").alignment.discriminator_step(out_s, out_t, batch["image"].shape[-2:])
+    logs = adversarial.alignment.discriminator_step(out_s, out_t, batch["image"].shape[-2:])
     assert logs["loss/discriminators"] > 0
     model2 = _params(tr.model)
     assert all(torch.equal(model1[k], model2[k]) for k in model1)
     assert all(torch.equal(grads[n], p.grad) for n, p in tr.model.named_parameters() if n in grads)
-    assert any(not torch.equal(after[k], v) for k, v in _params(tr.objective("adversarial").alignment.critic).items())
+    assert any(not torch.equal(after[k], v) for k, v in _params(critic).items())
 
 
 def test_uda_run_resumes_exactly_and_evaluates_on_the_target(domains, tmp_path, capsys):
