@@ -42,7 +42,7 @@ def main() -> None:
     cfg = {
         "experiment": "selfsup", "run_name": f"{args.model}_{args.pose}_{args.motion}", "output_dir": str(out / "runs"), "tasks": "SP",
         "model": {"name": args.model, "backbone": "resnet18", "options": {"supervised_scales": [0, 1, 2, 3], "mteb_scales": []}},
-        "data": {"dataset": "nyud", "root": str(data), "batch_size": 4, "val_batch_size": 16, "num_workers": 0},
+        "data": {"dataset": "procedural", "root": str(data), "batch_size": 4, "val_batch_size": 16, "num_workers": 0},
         "selfsup": {"enabled": True, "pose_source": args.pose, "lr_pose": args.lr_pose},
         "loss": {"options": {"weights": {"semseg": 1.0, "disparity": 1.0}}},
         "optim": {"name": "adam", "lr_backbone": args.lr, "lr_decoder": args.lr},

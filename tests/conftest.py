@@ -1,12 +1,13 @@
+"""Fixtures shared by the tests; helper functions are in helpers.py."""
+
 import os
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import SHARED
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 @pytest.fixture(scope="session")
@@ -20,45 +21,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory):
-    """A tiny procedural dataset (24 scenes, 32x48) in the NYUDv2 layout."""
+    """A tiny procedural dataset (24 scenes, 32x48)."""
     from densemtl.data.synth import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("synth"), num=24, size=(32, 48), seed=0, workers=1, progress=False)
-
-
-def tiny_config(root, out, **over):
-    """A config dict for a fast CPU run on ``synth_root``."""
-    cfg = {
-        "experiment": "t", "run_name": "r", "output_dir": str(out), "seed": 0, "tasks": "SD",
-        "model": {"name": "densemtl", "backbone": "resnet18", "pretrained": False},
-        "data": {"dataset": "nyud", "root": str(root), "batch_size": 2, "val_batch_size": 4, "num_workers": 0, "limit_val": 4},
-        "optim": {"name": "adam", "lr_backbone": 1e-3, "lr_decoder": 1e-3},
-        "schedule": {"iterations": 4, "milestones": [3]},
-        "train": {"log_every": 1, "eval_every": 2, "checkpoint_every": 1, "progress": False, "deterministic": True},
-    }
-    for k, v in over.items():
-        node = cfg
-        *path, last = k.split(".")
-        for p in path:
-            node = node.setdefault(p, {})
-        node[last] = v
-    return cfg
-
-
-def run_one_and_two_processes(script, single_cfg, multi_cfg, out, port_base: int = 29500):
-    """Run ``script CONFIG RUN_DIR RESULT`` once in one process with ``single_cfg`` and once as
-    two Gloo processes (torchrun's environment variables) with ``multi_cfg``; returns the
-    result files ``(out/single.pt, out/multi.pt)`` that the script's rank 0 writes."""
-    import subprocess
-    import sys
-
-    single, multi = out / "single.pt", out / "multi.pt"
-    subprocess.run([sys.executable, str(script), str(single_cfg), str(out / "s_run"), str(single)], check=True)
-    port = str(port_base + os.getpid() % 1000)
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-               "MASTER_PORT": port, "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(script), str(multi_cfg), str(out / "m_run"), str(multi)], env=env))
-    assert [p.wait(timeout=600) for p in procs] == [0, 0]
-    return single, multi

@@ -21,7 +21,7 @@ from densemtl.interop.official import (
 )
 from densemtl.models import model_from_config
 
-from conftest import SHARED
+from helpers import SHARED
 
 NC = 8  # the procedural test dataset (NYUDv2 layout) has 8 classes
 CONV_BLOCKS = {2: (256, 1280), 3: (256, 256), 5: (256, 768), 6: (128, 256), 8: (128, 384), 9: (128, 128),
@@ -502,7 +502,7 @@ def test_cli_convert_then_eval_predict_and_init_from(sd_case, synth_root, tmp_pa
     cfg_file.write_text(yaml.safe_dump({
         "experiment": "ft", "run_name": "r", "output_dir": str(tmp_path / "runs"), "tasks": "SD",
         "model": {"name": "densemtl", "backbone": "resnet101"},
-        "data": {"dataset": "nyud", "root": str(synth_root), "batch_size": 2, "num_workers": 0, "limit_train": 2},
+        "data": {"dataset": "procedural", "root": str(synth_root), "batch_size": 2, "num_workers": 0, "limit_train": 2},
         "optim": {"name": "sgd", "lr_backbone": 0.0, "lr_decoder": 0.0, "momentum": 0.0, "weight_decay": 0.0},
         "schedule": {"iterations": 1}, "train": {"eval_every": 0, "progress": False}}))
     assert main(["train", str(cfg_file), "--init-from", str(ck)]) == 0
@@ -516,7 +516,7 @@ def test_cli_convert_then_eval_predict_and_init_from(sd_case, synth_root, tmp_pa
 def test_cli_detect_order_and_back_to_the_authors_format(sdn_case, synth_root, tmp_path, capsys):
     src, ck, back = tmp_path / "f.pkl", tmp_path / "f.pt", tmp_path / "back.pkl"
     torch.save(sdn_case["sd"], src)
-    assert main(["convert", "official", str(src), "--out", str(ck), "--dataset", "nyud", "--detect-order", str(synth_root),
+    assert main(["convert", "official", str(src), "--out", str(ck), "--dataset", "procedural", "--detect-order", str(synth_root),
                  "--detect-images", "1"]) == 0
     out = capsys.readouterr().out
     assert "source order detection on 1 image(s)" in out and "(detected)" in out

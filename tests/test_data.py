@@ -21,7 +21,7 @@ from densemtl.data.transforms import hflip_sample, random_scale_crop
 
 
 def test_registry():
-    assert list_datasets() == ["nyud", "cityscapes", "vkitti2", "synthia"]
+    assert list_datasets() == ["nyud", "cityscapes", "vkitti2", "synthia", "procedural"]
 
 
 def test_nyud_layout(tmp_path):
@@ -170,8 +170,10 @@ def test_real_nyuv2_samples_and_normals_of_433(shared_data, tmp_path):
     ds = create_dataset("nyud", root, "val", "SDN", size=(480, 640))
     s = ds.load(0)
     seg = s["labels"]["semseg"]
-    assert seg.max() < 40 or seg.max() == 255
-    assert 5 <= len(np.unique(seg[seg != 255])) <= 40
+    # the file's 0 (void) becomes 255, 1..40 become 0..39
+    raw = np.asarray(Image.open(src / "seg40/test" / f"{i}.png"))
+    assert ((raw == 0) == (seg == 255)).all() and (seg[raw > 0] == raw[raw > 0] - 1).all()
+    assert seg[seg != 255].max() < 40 and 5 <= len(np.unique(seg[seg != 255])) <= 40
     n = s["labels"]["normals"]
     valid = np.abs(n).sum(-1) > 0
     assert 0.5 < valid.mean() < 1.0 and np.allclose(np.linalg.norm(n[valid], axis=-1), 1, atol=0.03)
@@ -256,8 +258,8 @@ def test_synth_dataset_deterministic_and_consistent(tmp_path):
     jump = np.zeros_like(d, bool)
     jump[:, 1:] = np.abs(d[:, 1:] - d[:, :-1]) / np.minimum(d[:, 1:], d[:, :-1]) > 0.2
     assert jump.any() and s["edges"][jump].all()
-    ds = create_dataset("nyud", a, "train", "SDNE")
-    assert ds.num_classes == 8 and ds.size == (48, 64) and len(ds) + len(create_dataset("nyud", a, "val", "S")) == 6
+    ds = create_dataset("procedural", a, "train", "SDNE")
+    assert ds.num_classes == 8 and ds.size == (48, 64) and len(ds) + len(create_dataset("procedural", a, "val", "S")) == 6
 
 
 SPLIT_SCRIPT = "import sys; from densemtl.data.splits import seeded_split; print(','.join(seeded_split([str(i) for i in range(50)], sys.argv[1], 7)))"

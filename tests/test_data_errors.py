@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_config
+from helpers import tiny_config
 from data_fixtures import write_nyud
 from densemtl.cli.main import main
 from densemtl.data import DataError, create_dataset

@@ -15,11 +15,12 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import run_one_and_two_processes, tiny_config
+from helpers import run_one_and_two_processes, tiny_config
 from densemtl.cli.main import main
 from densemtl.config import config_from_dict
 from densemtl.engine import CheckpointError, Trainer, load_checkpoint
 from densemtl.metrics import multitask_delta
+from densemtl.tasks import directions, headlines
 
 
 def _losses(run_dir):
@@ -49,8 +50,9 @@ def test_train_writes_a_complete_run_directory(synth_root, tmp_path):
     evals = [r for r in recs if r["type"] == "eval"]
     assert [r["iter"] for r in evals] == [2, 4] and "semseg/mIoU" in evals[0] and "depth/rmse" in evals[0]
     assert best["iter"] in (2, 4)
-    ck = load_checkpoint(run)
-    assert ck["iteration"] == 4 or ck["path"].endswith("best.pt")
+    assert load_checkpoint(run / "checkpoints/last.pt")["iteration"] == 4
+    ck = load_checkpoint(run)  # a run directory resolves to its best checkpoint
+    assert ck["path"].endswith("best.pt") and ck["iteration"] == best["iter"] and ck["best"]["score"] == best["score"]
     assert list((run / "tb").iterdir())
 
 
@@ -139,7 +141,7 @@ DDP_SCRIPT = textwrap.dedent(
     tr = Trainer(cfg, run_dir=sys.argv[2])
     tr.train()
     if tr.device.type == "cpu" and int(__import__("os").environ.get("RANK", "0")) == 0:
-        torch.save(tr.net.state_dict(), sys.argv[3])
+        torch.save(tr.model.state_dict(), sys.argv[3])
     """
 )
 
@@ -162,7 +164,7 @@ def test_ddp_two_processes_equal_one_process_on_the_combined_batch(synth_root, t
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     # and the two steps did move the weights away from the (seeded) initialisation
     from densemtl.engine.builders import build_model
-    from densemtl.engine.trainer import seed_everything
+    from densemtl.engine.rng import seed_everything
 
     seed_everything(0)
     init = dict(build_model(config_from_dict(tiny_config(synth_root, tmp_path, **common)), 8).named_parameters())
@@ -212,9 +214,9 @@ def test_eval_predict_and_table(synth_root, tmp_path, capsys):
     from densemtl.engine.report import load_run
 
     s, d, mt = (load_run(r)["metrics"] for r in runs)
-    delta = multitask_delta(mt, {"semseg": s["semseg"], "depth": d["depth"]})
+    delta = multitask_delta(mt, {"semseg": s["semseg"], "depth": d["depth"]}, directions("SD"), headline=headlines("SD"))
     lines = (tmp_path / "t.csv").read_text().splitlines()
-    row = [line for line in lines if line.startswith("nyud,supervised,MTL (resnet18)")][0]
+    row = [line for line in lines if line.startswith("procedural,supervised,MTL (resnet18)")][0]
     assert float(row.split(",")[lines[0].split(",").index("delta_mean")]) == pytest.approx(delta, rel=1e-9)
 
 

@@ -8,19 +8,25 @@ import torch
 from PIL import Image
 
 from densemtl.metrics import DepthMeter, EdgeMeter, NormalsMeter, SegmentationMeter, multitask_delta
+from densemtl.tasks import directions, headlines
 
 
 def test_delta_reproduces_paper():
     # Synthia S-D (Table 1): STL vs DenseMTL
-    d = multitask_delta({"semseg": 80.53, "depth": 4.161}, {"semseg": 67.43, "depth": 5.379})
+    d = multitask_delta({"semseg": 80.53, "depth": 4.161}, {"semseg": 67.43, "depth": 5.379}, directions("SD"))
     assert d == pytest.approx(21.04, abs=0.02)
     # VKITTI2 S-D-N (Table 3): the paper prints +33.00 (mean over seeds)
     d = multitask_delta(
         {"semseg": {"mIoU": 97.53}, "depth": {"rmse": 3.089}, "normals": {"mean_angle": 14.44}},
         {"semseg": {"mIoU": 84.53}, "depth": {"rmse": 5.720}, "normals": {"mean_angle": 23.14}},
+        directions("SDN"), headline=headlines("SDN"),
     )
     assert d == pytest.approx(32.99, abs=0.02)
-    assert multitask_delta({"edges": 60.0}, {"edges": 50.0}) == pytest.approx(20.0)
+    assert multitask_delta({"edges": 60.0}, {"edges": 50.0}, {"edges": True}) == pytest.approx(20.0)
+    # the directions are the caller's: reversing one flips the sign of its term
+    assert multitask_delta({"edges": 60.0}, {"edges": 50.0}, {"edges": False}) == pytest.approx(-20.0)
+    with pytest.raises(KeyError, match="direction"):
+        multitask_delta({"edges": 60.0}, {"edges": 50.0}, {"semseg": True}, tasks=["edges"])
 
 
 def _perturb_labels(lab, seed):
@@ -177,7 +183,7 @@ def test_ods_ois_perfect_shifted_and_empty():
 
 
 def test_boundary_matching_is_one_to_one():
-    from densemtl.metrics.boundary import match_count
+    from densemtl.tasks.boundary import match_count
 
     gt = np.zeros((10, 10), bool)
     gt[5, 5] = True

@@ -84,7 +84,7 @@ def test_options_and_errors():
         create_model("stl", "SD", num_classes=3, backbone="resnet18")
     with pytest.raises(ValueError, match="num_classes is required"):
         create_model("mtl", "SD", backbone="resnet18")
-    with pytest.raises(KeyError, match="registered models"):
+    with pytest.raises(KeyError, match="known models: stl, mtl"):
         create_model("ours", "SD", num_classes=3)
     with pytest.raises(ValueError, match="subset of"):
         create_model("densemtl", "SD", num_classes=3, backbone="resnet18", mteb_scales=[0])
@@ -112,9 +112,34 @@ def test_densemtl_variants_run(opts):
     _check_forward_backward(m, 32, 32)
 
 
-def test_concat_fusion_has_no_residual_and_prod_multiplies():
-    m = create_model("densemtl", "SD", num_classes=4, backbone="resnet18", fusion="concat")
-    assert m.exchanges["1"].fuse["semseg"][0].in_channels == 2 * 128
+class _Constant(torch.nn.Module):
+    """Stands in for a fusion conv: records its input, returns a constant map."""
+
+    def __init__(self, value: float, channels: int):
+        super().__init__()
+        self.value, self.channels, self.seen = value, channels, None
+
+    def forward(self, x):
+        self.seen = x
+        return torch.full((x.shape[0], self.channels, *x.shape[-2:]), self.value)
+
+
+@pytest.mark.parametrize("fusion", ["add", "prod", "concat"])
+def test_fusion_add_adds_prod_multiplies_concat_has_no_residual(fusion):
+    m = create_model("densemtl", "SD", num_classes=4, backbone="resnet18", fusion=fusion).eval()
+    block = m.exchanges["1"]
+    assert block.fuse["semseg"][0].in_channels == (2 if fusion == "concat" else 1) * 128
+    for t in block.tasks:
+        block.fuse[t] = _Constant(2.0, 128)
+    torch.manual_seed(0)
+    feats = {"semseg": torch.randn(1, 128, 8, 8), "depth": torch.randn(1, 128, 8, 8)}
+    out = block(feats)
+    expected = {"add": feats["semseg"] + 2.0, "prod": feats["semseg"] * 2.0, "concat": torch.full_like(feats["semseg"], 2.0)}
+    assert torch.equal(out["semseg"], expected[fusion])
+    seen = block.fuse["semseg"].seen  # concat feeds the target's own features first, then the directional ones
+    assert seen.shape[1] == (256 if fusion == "concat" else 128)
+    if fusion == "concat":
+        assert torch.equal(seen[:, :128], feats["semseg"])
 
 
 def test_model_from_config_rebuilds_same_architecture():

@@ -1,4 +1,4 @@
-"""mTEB parameter counts must equal the paper's Table 3 (DESIGN section 4) exactly."""
+"""mTEB parameter counts must equal the paper's Table 3 exactly."""
 
 import pytest
 import torch
@@ -34,7 +34,7 @@ def test_mteb_added_parameters_match_table3(tasks):
 
 
 def _closed_form(n_tasks, channels):
-    # independent count from the layer list of DESIGN section 3-4
+    # independent count from the layer list of xTAM and mTEB
     C = channels
     pair = (9 * C * C + C) + 2 * (9 * C * (C // 2)) + 3 * (C * C + 2 * C) + C + ((C // 2 + C) * C + 2 * C)
     target = (n_tasks - 1) * C * C + 2 * C

@@ -95,7 +95,7 @@ def test_procedural_sequences_load_and_flip_consistently(tmp_path):
     from densemtl.data.synth import generate_dataset
 
     root = generate_dataset(tmp_path / "seq", num=4, size=(64, 80), seed=0, workers=1, progress=False, sequences=True)
-    ds = create_dataset("nyud", root, "train", "SD", sequence=True, augment=False)
+    ds = create_dataset("procedural", root, "train", "SD", sequence=True, augment=False)
     s = ds.load(0)
     assert set(s["frames"]) == {-1, 1} and s["frames"][1].shape == s["image"].shape
     from densemtl.data.transforms import crop_sample, hflip_sample, resize_sample, to_tensors
@@ -121,7 +121,7 @@ def test_procedural_sequences_load_and_flip_consistently(tmp_path):
 def test_posenet_and_disparity_task():
     from densemtl.metrics import DepthMeter
     from densemtl.selfsup import PoseNet
-    from densemtl.selfsup.disparity import sigmoid_to_depth
+    from densemtl.tasks.disparity import sigmoid_to_depth
     from densemtl.tasks import get_task
 
     net = PoseNet()
@@ -169,7 +169,7 @@ def test_cityscapes_sequence_layout_and_missing_neighbour(tmp_path):
 
 def test_self_supervised_loss_prefers_true_depth(tmp_path):
     from densemtl.selfsup import self_supervised_depth_loss
-    from densemtl.selfsup.disparity import MAX_DEPTH, MIN_DEPTH
+    from densemtl.tasks.disparity import MAX_DEPTH, MIN_DEPTH
 
     style = dataclasses.replace(STYLES["default"], noise=0.0)
     q = render_sequence(0, 5, (64, 80), style=style, max_translation=0.25)
@@ -192,7 +192,7 @@ def test_self_supervised_loss_prefers_true_depth(tmp_path):
 
 
 def test_selfsup_training_runs_and_resumes(tmp_path, capsys):
-    from conftest import tiny_config
+    from helpers import tiny_config
     from densemtl.cli.main import main
     from densemtl.config import config_from_dict
     from densemtl.data.synth import generate_dataset
@@ -226,7 +226,7 @@ def test_partial_initialisation_and_local_pose_weights(tmp_path):
     """The paper starts DenseMTL-SDE from a 3-ways self-supervised model: encoder, decoders and
     pose network from its checkpoint, the new mTEB block from scratch."""
     import timm
-    from conftest import tiny_config
+    from helpers import tiny_config
     from densemtl.config import config_from_dict
     from densemtl.data.synth import generate_dataset
     from densemtl.engine import CheckpointError, Trainer, save_checkpoint
@@ -235,9 +235,9 @@ def test_partial_initialisation_and_local_pose_weights(tmp_path):
     over = {"tasks": "SP", "model.options": {"supervised_scales": [0, 1, 2, 3], "mteb_scales": []}, "selfsup.enabled": True,
             "loss.options": {"weights": {"semseg": 1.0, "disparity": 1.0}}, "train.eval_every": 0}
     src = Trainer(config_from_dict(tiny_config(root, tmp_path / "a", **over)), run_dir=tmp_path / "a/run")
-    for p in list(src.model.parameters()) + list(src.posenet.parameters()):  # recognisable weights
+    for p in list(src.model.parameters()) + list(src.objective("selfsup").posenet.parameters()):  # recognisable weights
         p.data.normal_()
-    ck = save_checkpoint({"model": src.model.state_dict(), "posenet": src.posenet.state_dict(),
+    ck = save_checkpoint({"model": src.model.state_dict(), "posenet": src.objective("selfsup").posenet.state_dict(),
                           "model_config": src.model.model_config}, tmp_path / "three_ways.pt")
 
     over_b = dict(over, **{"model.options": {"supervised_scales": [0, 1, 2, 3], "mteb_scales": [1]},
@@ -246,7 +246,7 @@ def test_partial_initialisation_and_local_pose_weights(tmp_path):
     a, b = src.model.state_dict(), dst.model.state_dict()
     assert all(torch.equal(a[k], v) for k, v in b.items() if k.split(".")[0] in ("encoder", "decoders"))
     assert any(k.startswith("exchanges.") for k in b)  # mTEB exists and was not in the source
-    assert all(torch.equal(src.posenet.state_dict()[k], v) for k, v in dst.posenet.state_dict().items())
+    assert all(torch.equal(src.objective("selfsup").posenet.state_dict()[k], v) for k, v in dst.objective("selfsup").posenet.state_dict().items())
     # the whole model cannot be loaded into another architecture; an unknown part is named
     with pytest.raises(CheckpointError, match="different model"):
         Trainer(config_from_dict(tiny_config(root, tmp_path / "c", **dict(over_b, **{"train.init_parts": None}))), run_dir=tmp_path / "c/run")
@@ -259,7 +259,7 @@ def test_partial_initialisation_and_local_pose_weights(tmp_path):
     rgb = timm.create_model("resnet18", pretrained=False)
     torch.save(rgb.state_dict(), tmp_path / "r18.pth")
     pose = Trainer(config_from_dict(tiny_config(root, tmp_path / "f", **dict(over, **{"selfsup.pose_pretrained": str(tmp_path / "r18.pth")}))),
-                   run_dir=tmp_path / "f/run").posenet
+                   run_dir=tmp_path / "f/run").objective("selfsup").posenet
     w = pose.encoder.state_dict()["conv1.weight"]
     assert w.shape[1] == 6
     torch.testing.assert_close(w, torch.cat([rgb.conv1.weight, rgb.conv1.weight], 1) / 2)
@@ -267,7 +267,7 @@ def test_partial_initialisation_and_local_pose_weights(tmp_path):
 
 
 def test_known_camera_motion_replaces_the_pose_network(tmp_path):
-    from conftest import tiny_config
+    from helpers import tiny_config
     from densemtl.config import config_from_dict
     from densemtl.data.synth import generate_dataset
     from densemtl.engine import Trainer
@@ -277,7 +277,7 @@ def test_known_camera_motion_replaces_the_pose_network(tmp_path):
             "selfsup.pose_source": "dataset", "loss.options": {"weights": {"semseg": 1.0, "disparity": 1.0}},
             "schedule.iterations": 1, "train.eval_every": 0}
     tr = Trainer(config_from_dict(tiny_config(root, tmp_path, **over)), run_dir=tmp_path / "run")
-    assert tr.posenet is None and [g["name"] for g in tr.optimizer.param_groups] == ["backbone", "decoders"]
+    assert tr.objective("selfsup").posenet is None and [g["name"] for g in tr.optimizer.param_groups] == ["backbone", "decoders"]
     logs = tr.step(next(iter(tr.train_loader)))
     assert logs["loss/disparity"] > 0
     batch = next(iter(tr.train_loader))

@@ -13,7 +13,7 @@ from densemtl.data import create_dataset
 from densemtl.data.transforms import random_crop
 from densemtl.engine.builders import build_dataset, dataset_info
 from densemtl.uda import (SOURCE_LABEL, TARGET_LABEL, PatchDiscriminator, alignment_maps, build_discriminator_optimizer,
-                          build_discriminators, build_poly_scheduler, depth_map, detached, domain_losses, map_channels,
+                          build_discriminators, build_poly_scheduler, depth_map, DomainCritic, map_channels,
                           patch_output_size, poly_lr, self_information, set_requires_grad)
 
 UDA8 = ("road", "building", "pole", "traffic light", "traffic sign", "vegetation", "sky", "vehicle")
@@ -145,21 +145,28 @@ def test_build_discriminators_maps_and_losses():
         "semseg/0": (2, 8, 64, 64), "semseg/1": (2, 8, 64, 64), "depth/0": (2, 1, 64, 64), "depth/1": (2, 1, 64, 64)}
     assert all(0 <= v.min() and v.max() <= 1 for v in maps.values())
 
-    # generator step: discriminators frozen, only the heads get gradients
+    # generator step (what training runs: the critic over all discriminators): discriminators
+    # frozen, only the heads get gradients
+    critic = DomainCritic(discs)
     d_before = [p.detach().clone() for p in discs.parameters()]
-    set_requires_grad(discs, False)
-    losses = domain_losses(discs, maps, SOURCE_LABEL)
+    set_requires_grad(critic, False)
+    losses = critic(maps, SOURCE_LABEL)
     assert set(losses) == set(maps)
+    logit = discs["depth/1"](maps["depth/1"])  # each loss is the BCE of its own discriminator's patches
+    assert torch.allclose(losses["depth/1"], torch.nn.functional.softplus(logit).mean())
+    with pytest.raises(KeyError, match="no discriminator"):
+        critic({"normals/0": maps["depth/0"]}, SOURCE_LABEL)
     torch.stack(list(losses.values())).sum().backward()
     assert all(p.grad is None for p in discs.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.parameters())
     # discriminator step on detached maps: no gradient reaches the heads
     heads.zero_grad(set_to_none=True)
-    set_requires_grad(discs, True)
+    set_requires_grad(critic, True)
     opt = build_discriminator_optimizer(discs)
     assert opt.defaults["lr"] == 1e-4 and opt.defaults["betas"] == (0.9, 0.99)
-    src = detached(alignment_maps(outputs(), size=(64, 64)))
-    loss = sum(domain_losses(discs, src, SOURCE_LABEL).values()) + sum(domain_losses(discs, detached(maps), TARGET_LABEL).values())
+    src = {k: v.detach() for k, v in alignment_maps(outputs(), size=(64, 64)).items()}
+    tgt = {k: v.detach() for k, v in maps.items()}
+    loss = sum(critic(src, SOURCE_LABEL).values()) + sum(critic(tgt, TARGET_LABEL).values())
     loss.backward()
     opt.step()
     assert all(p.grad is None for p in heads.parameters())

@@ -5,12 +5,13 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from helpers import tiny_config
 
 from densemtl.cli.main import main
 from densemtl.config import config_from_dict
 from densemtl.data.synth import generate_dataset
 from densemtl.engine import Trainer, load_checkpoint
+from densemtl.engine.objectives import StepContext
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def domains(tmp_path_factory):
 
 def uda_config(domains, out, **over):
     src, tgt = domains
-    base = {"uda.target": {"dataset": "nyud", "root": str(tgt), "limit_val": 4}, "uda.adversarial": True,
+    base = {"uda.target": {"dataset": "procedural", "root": str(tgt), "limit_val": 4}, "uda.adversarial": True,
             "train.eval_every": 0, "schedule.iterations": 4}
     return tiny_config(src, out, **{**base, **over})
 
@@ -34,31 +35,36 @@ def _params(module):
 
 def test_gradient_isolation(domains, tmp_path):
     tr = Trainer(config_from_dict(uda_config(domains, tmp_path)), run_dir=tmp_path / "run")
-    assert len(tr.uda.critic.discriminators) == 2 * len(tr.net.supervised_scales)  # semseg + depth per scale
+    adversarial = tr.objective("adversarial")
+    critic = adversarial.alignment.critic
+    assert len(critic.discriminators) == 2 * len(tr.model.supervised_scales)  # semseg + depth per scale
     batch = next(iter(tr.train_loader))
     tr.model.train()
-    disc0, model0 = _params(tr.uda.critic), _params(tr.net)
+    disc0, model0 = _params(critic), _params(tr.model)
     # generator step: the discriminators are frozen and get no gradient; the model does
     tr.optimizer.zero_grad(set_to_none=True)
-    out_t = tr._adversarial_backward({"loss": 0.0})
-    assert all(p.grad is None for p in tr.uda.critic.parameters())
-    assert all(p.requires_grad for p in tr.uda.critic.parameters())  # unfrozen again afterwards
-    assert sum(float(p.grad.abs().sum()) for p in tr.net.parameters() if p.grad is not None) > 0
+    ctx = StepContext(batch, batch["image"], {}, {}, logs={"loss": 0.0})
+    adversarial.after_backward(tr, ctx)
+    out_t = ctx.extra["target_outputs"]
+    assert ctx.logs["loss/adversarial"] > 0 and ctx.logs["loss"] == ctx.logs["loss/adversarial"]
+    assert all(p.grad is None for p in critic.parameters())
+    assert all(p.requires_grad for p in critic.parameters())  # unfrozen again afterwards
+    assert sum(float(p.grad.abs().sum()) for p in tr.model.parameters() if p.grad is not None) > 0
     tr.optimizer.step()
-    after = _params(tr.uda.critic)
+    after = _params(critic)
     assert all(torch.equal(disc0[k], after[k]) for k in disc0)
     # discriminator step: no model parameter (nor its gradient) changes
-    model1 = _params(tr.net)
-    grads = {n: p.grad.clone() for n, p in tr.net.named_parameters() if p.grad is not None}
+    model1 = _params(tr.model)
+    grads = {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None}
     assert any(not torch.equal(model0[k], model1[k]) for k in model0)
     with torch.no_grad():
         out_s = tr.model(batch["image"])
-    logs = tr.uda.discriminator_step(out_s, out_t, batch["image"].shape[-2:])
+    logs = adversarial.alignment.discriminator_step(out_s, out_t, batch["image"].shape[-2:])
     assert logs["loss/discriminators"] > 0
-    model2 = _params(tr.net)
+    model2 = _params(tr.model)
     assert all(torch.equal(model1[k], model2[k]) for k in model1)
-    assert all(torch.equal(grads[n], p.grad) for n, p in tr.net.named_parameters() if n in grads)
-    assert any(not torch.equal(after[k], v) for k, v in _params(tr.uda.critic).items())
+    assert all(torch.equal(grads[n], p.grad) for n, p in tr.model.named_parameters() if n in grads)
+    assert any(not torch.equal(after[k], v) for k, v in _params(critic).items())
 
 
 def test_uda_run_resumes_exactly_and_evaluates_on_the_target(domains, tmp_path, capsys):
@@ -96,11 +102,11 @@ def test_uda_config_errors(domains, tmp_path):
     with pytest.raises(ValueError, match="needs a target domain"):
         config_from_dict(tiny_config(domains[0], tmp_path, **{"uda.adversarial": True}))
     with pytest.raises(ValueError, match="uda.target.nope"):
-        config_from_dict(uda_config(domains, tmp_path, **{"uda.target": {"dataset": "nyud", "root": str(domains[1]), "nope": 1}}))
+        config_from_dict(uda_config(domains, tmp_path, **{"uda.target": {"dataset": "procedural", "root": str(domains[1]), "nope": 1}}))
     from data_fixtures import write_cityscapes
 
     write_cityscapes(tmp_path / "cs", split="val")
-    with pytest.raises(ValueError, match=r"source nyud has \d+ classes but target cityscapes has 16"):
+    with pytest.raises(ValueError, match=r"source procedural has \d+ classes but target cityscapes has 16"):
         Trainer(config_from_dict(uda_config(domains, tmp_path, **{"train.eval_every": 2, "uda.adversarial": False, "uda.target": {
             "dataset": "cityscapes", "root": str(tmp_path / "cs")}})), run_dir=tmp_path / "x")
 
@@ -150,14 +156,14 @@ from densemtl.engine import Trainer
 tr = Trainer(config_from_dict(yaml.safe_load(open(sys.argv[1]))), run_dir=sys.argv[2])
 tr.train()
 if int(os.environ.get("RANK", "0")) == 0:
-    torch.save({"model": tr.net.state_dict(), "critic": tr.uda.critic.state_dict()}, sys.argv[3])
+    torch.save({"model": tr.model.state_dict(), "critic": tr.objective("adversarial").alignment.critic.state_dict()}, sys.argv[3])
 """
 
 
 def test_uda_two_processes_equal_one_process(domains, tmp_path):
     """DDP: model and discriminators (own DDP wrapper) reduce their gradients across processes."""
     import yaml
-    from conftest import run_one_and_two_processes
+    from helpers import run_one_and_two_processes
 
     # padnet: no dropout (per-process dropout masks would differ from one process's); S-N:
     # berHu's threshold is a statistic of the (per-process) batch. One step: the discriminators'

@@ -105,5 +105,5 @@ def run_synth(args) -> int:
                            progress=sys.stderr.isatty(), sequences=args.sequences, motion=args.motion,
                            overwrite=args.force)
     print(f"wrote {args.num} procedural scenes ({w}x{h}, seed {args.seed}, style {args.style}) to {out} "
-          f"in {time.perf_counter() - t0:.1f} s; read it with dataset 'nyud'")
+          f"in {time.perf_counter() - t0:.1f} s; read it with dataset 'procedural' (data.dataset=procedural)")
     return 0

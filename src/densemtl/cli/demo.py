@@ -38,12 +38,12 @@ def demo_config(name, model, tasks, args, data_root, out, target_root=None, adve
     n = int(args.iterations)
     extra = {}
     if target_root is not None:
-        extra["uda"] = {"target": {"dataset": "nyud", "root": str(target_root), "size": [h, w]}, "adversarial": adversarial,
+        extra["uda"] = {"target": {"dataset": "procedural", "root": str(target_root), "size": [h, w]}, "adversarial": adversarial,
                         "depth_ref": 3.0}  # indoor scenes: 3 m -> 0.5 in the depth discriminator's input
     return config_from_dict({**extra,
         "experiment": "demo", "run_name": name, "output_dir": str(out / "runs"), "seed": args.seed, "tasks": tasks,
         "model": {"name": model, "backbone": args.backbone, "pretrained": False},
-        "data": {"dataset": "nyud", "root": str(data_root), "size": [h, w], "batch_size": args.batch_size,
+        "data": {"dataset": "procedural", "root": str(data_root), "size": [h, w], "batch_size": args.batch_size,
                  "val_batch_size": 32, "num_workers": 0},
         # one recipe for every method at this scale (random init, short schedule)
         "optim": {"name": "adam", "lr_backbone": 1e-3, "lr_decoder": 1e-3, "betas": [0.9, 0.98], "clip_grad_norm": 10.0},
@@ -108,7 +108,7 @@ def run(args) -> int:
         print(f"[demo] total time {time.perf_counter() - t_start:.0f} s")
         return 0
     # qualitative figure: input, ground truth, each multi-task method's predictions
-    val = create_dataset("nyud", data_root, "val", "SDN", size=(h, w))
+    val = create_dataset("procedural", data_root, "val", "SDN", size=(h, w))
     picks = [0, 1, 2]
     models = {}
     for d in run_dirs:

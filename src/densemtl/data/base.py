@@ -7,32 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..tasks import parse_task_set
-from .geometry import normals_from_depth
+from ..tasks import canonical_tasks, get_task, parse_task_set
 from .io import DataError
 from .labelsets import LabelSet
 from .transforms import hflip_sample, random_crop, random_scale_crop, resize_sample, to_tensors
-
-
-def edges_from_labels(semseg: np.ndarray | None = None, depth: np.ndarray | None = None,
-                      depth_jump: float = 0.1) -> np.ndarray:
-    """Edge map (uint8 0/1): semantic boundaries and relative depth discontinuities (> 10 %);
-    comparisons with void labels (255) or missing depth (<= 0) are not edges."""
-    ref = semseg if semseg is not None else depth
-    edges = np.zeros(ref.shape, bool)
-    if semseg is not None:
-        s = semseg.astype(np.int32)
-        ok = s != 255  # no boundary against void
-        edges[:, 1:] |= (s[:, 1:] != s[:, :-1]) & ok[:, 1:] & ok[:, :-1]
-        edges[1:, :] |= (s[1:, :] != s[:-1, :]) & ok[1:, :] & ok[:-1, :]
-    if depth is not None:
-        d = depth.astype(np.float64)
-        ok = np.isfinite(d) & (d > 0)  # no discontinuity against missing depth
-        rel_x = np.abs(d[:, 1:] - d[:, :-1]) / np.maximum(np.minimum(d[:, 1:], d[:, :-1]), 1e-6)
-        rel_y = np.abs(d[1:, :] - d[:-1, :]) / np.maximum(np.minimum(d[1:, :], d[:-1, :]), 1e-6)
-        edges[:, 1:] |= (rel_x > depth_jump) & ok[:, 1:] & ok[:, :-1]
-        edges[1:, :] |= (rel_y > depth_jump) & ok[1:, :] & ok[:-1, :]
-    return edges.astype(np.uint8)
 
 
 class DenseDataset(torch.utils.data.Dataset):
@@ -70,8 +48,7 @@ class DenseDataset(torch.utils.data.Dataset):
     class_names: tuple[str, ...] = ()
     default_size = (512, 1024)
     depth_range = (1e-3, 80.0)
-    native_tasks: tuple[str, ...] = ("semseg", "depth")
-    derivable = {"normals": ("depth",), "edges": ("semseg",)}
+    native_tasks: tuple[str, ...] = ("semseg", "depth")  # labels read from files; others are derived (Task.derive)
     splits = ("train", "val")
     supports_sequence = False  # yields neighbour frames t-1, t+1 with sequence=True
     label_sets: dict[str, LabelSet] = {}  # empty: the classes are fixed (or read by _setup)
@@ -90,7 +67,7 @@ class DenseDataset(torch.utils.data.Dataset):
         self.split = split
         self.tasks = parse_task_set(tasks)
         for t in self.tasks:
-            if self._source(t) not in self.native_tasks and self._source(t) not in self.derivable:
+            if not self.provides(self._source(t)):
                 raise ValueError(f"dataset '{self.name}' cannot provide task '{t}' (it has {self.native_tasks})")
         self.size = tuple(size) if size is not None else tuple(self.default_size)
         self.augment = (split == "train") if augment is None else bool(augment)
@@ -152,9 +129,17 @@ class DenseDataset(torch.utils.data.Dataset):
     @staticmethod
     def _source(task: str) -> str:
         """The label a task is evaluated against (the self-supervised ``disparity`` task uses depth)."""
-        from ..tasks import get_task
+        return get_task(task).source
 
-        return getattr(get_task(task), "label_source", None) or task
+    @classmethod
+    def provides(cls, label: str) -> bool:
+        """Whether the dataset reads ``label`` from its files or can derive it from those it reads."""
+        task = get_task(label)
+        return label in cls.native_tasks or (task.derivable and (
+            not task.derived_from or any(d in cls.native_tasks for d in task.derived_from)))
+
+    def _derive_options(self) -> dict:
+        return {"edge_aware_normals": self.edge_aware_normals, "normals_smooth_sigma": self.normals_smooth_sigma}
 
     def __len__(self) -> int:
         return len(self.records)
@@ -178,10 +163,9 @@ class DenseDataset(torch.utils.data.Dataset):
 
     def _load(self, record) -> dict:
         need = {self._source(t) for t in self.tasks}
-        if "normals" in need and "normals" not in self.native_tasks:
-            need.add("depth")
-        if "edges" in need and "edges" not in self.native_tasks:
-            need.update(t for t in ("semseg", "depth") if t in self.native_tasks)
+        derived = [t for t in canonical_tasks(need) if t not in self.native_tasks]
+        for t in derived:
+            need.update(d for d in get_task(t).derived_from if d in self.native_tasks)
         raw = self._read(record, need)
         img = raw["image"]
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
@@ -196,12 +180,9 @@ class DenseDataset(torch.utils.data.Dataset):
             sample["poses"] = raw["poses"]
         sample = resize_sample(sample, self.size)
         labels = sample["labels"]
-        if "normals" in need and "normals" not in labels:
-            labels["normals"] = normals_from_depth(
-                labels["depth"], sample["K"], sample["image"] * 255.0, self.edge_aware_normals,
-                smooth_sigma=self.normals_smooth_sigma)
-        if "edges" in need and "edges" not in labels:
-            labels["edges"] = edges_from_labels(labels.get("semseg"), labels.get("depth"))
+        for t in derived:
+            if t not in labels:
+                labels[t] = get_task(t).derive(labels, sample["image"], sample["K"], **self._derive_options())
         sample["labels"] = {t: labels[self._source(t)] for t in self.tasks}
         return sample
 

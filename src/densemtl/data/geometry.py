@@ -1,4 +1,5 @@
-"""Camera geometry: intrinsics scaling, back-projection and normals from depth.
+"""Camera geometry: intrinsics scaling, flipping and cropping (plus the label geometry of
+:mod:`densemtl.tasks.geometry`, re-exported here).
 
 Conventions: pinhole camera, OpenCV frame (x right, y down, z forward), pixel centres at
 integer coordinates. Intrinsics are 3x3 matrices ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]``.
@@ -7,6 +8,11 @@ integer coordinates. Intrinsics are 3x3 matrices ``[[fx, 0, cx], [0, fy, cy], [0
 from __future__ import annotations
 
 import numpy as np
+
+from ..tasks.geometry import angle_between, backproject, normals_from_depth, smooth_depth
+
+__all__ = ["intrinsics_matrix", "scale_intrinsics", "flip_intrinsics", "crop_intrinsics", "backproject",
+           "normals_from_depth", "smooth_depth", "angle_between"]
 
 
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
@@ -39,98 +45,3 @@ def crop_intrinsics(K: np.ndarray, top: int, left: int) -> np.ndarray:
     K2[0, 2] -= left
     K2[1, 2] -= top
     return K2
-
-
-def backproject(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """Metric depth ``(H, W)`` (z-depth, metres) -> camera-frame points ``(H, W, 3)``."""
-    h, w = depth.shape
-    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    z = depth.astype(np.float64)
-    x = (u - K[0, 2]) / K[0, 0] * z
-    y = (v - K[1, 2]) / K[1, 1] * z
-    return np.stack([x, y, z], -1)
-
-
-# neighbour offsets (dy, dx) and the 4 pairs whose cross product gives a normal facing
-# the camera for a fronto-parallel plane: (E, S), (W, N), (SE, SW), (NW, NE)
-_OFFSETS = {"N": (-1, 0), "S": (1, 0), "E": (0, 1), "W": (0, -1), "NE": (-1, 1), "NW": (-1, -1), "SE": (1, 1), "SW": (1, -1)}
-_PAIRS = (("S", "E"), ("N", "W"), ("SW", "SE"), ("NE", "NW"))
-
-
-def _shift(a: np.ndarray, dy: int, dx: int, fill) -> np.ndarray:
-    """``out[y, x] = a[y + dy, x + dx]`` with ``fill`` outside the image."""
-    out = np.full_like(a, fill)
-    h, w = a.shape[:2]
-    ys, yd = (slice(dy, h), slice(0, h - dy)) if dy >= 0 else (slice(0, h + dy), slice(-dy, h))
-    xs, xd = (slice(dx, w), slice(0, w - dx)) if dx >= 0 else (slice(0, w + dx), slice(-dx, w))
-    out[yd, xd] = a[ys, xs]
-    return out
-
-
-def smooth_depth(depth: np.ndarray, sigma: float, valid: np.ndarray) -> np.ndarray:
-    """Mask-aware Gaussian smoothing (``sigma`` in pixels); invalid pixels stay 0."""
-    from scipy.ndimage import gaussian_filter
-
-    m = valid.astype(np.float64)
-    num = gaussian_filter(np.where(valid, depth, 0.0), sigma)
-    den = gaussian_filter(m, sigma)
-    return np.where(valid, num / np.maximum(den, 1e-12), 0.0)
-
-
-def normals_from_depth(depth: np.ndarray, K: np.ndarray, image: np.ndarray | None = None,
-                       edge_aware: bool = False, valid: np.ndarray | None = None,
-                       smooth_sigma: float = 0.0) -> np.ndarray:
-    """Surface normals from metric depth (Yang et al., AAAI 2018).
-
-    Back-project with ``K``; at each pixel take the cross products of the difference vectors
-    to 4 pairs of perpendicular neighbours of the 8-neighbourhood, optionally weighted by
-    colour similarity ``exp(-0.1 |dRGB|)`` (``image`` uint8-range RGB, ``edge_aware=True``),
-    sum, normalise and orient towards the camera. ``smooth_sigma > 0`` first smooths the
-    depth (mask-aware Gaussian, pixels): useful for noisy sensor depth (Kinect, stereo);
-    leave 0 for rendered depth, where the result is exact on planes.
-
-    Returns ``(H, W, 3)`` float32 unit normals in the camera frame (x right, y down, z
-    forward); zero vectors where depth is invalid (``<= 0`` or ``~valid``) and on the eroded
-    1-pixel border of the valid region.
-    """
-    d = np.asarray(depth, dtype=np.float64)
-    ok = np.isfinite(d) & (d > 0)
-    if valid is not None:
-        ok &= valid
-    d = np.where(ok, d, 0.0)
-    if smooth_sigma > 0:
-        d = smooth_depth(d, smooth_sigma, ok)
-    P = backproject(d, K)
-    img = None if image is None else np.asarray(image, dtype=np.float64)
-    acc = np.zeros_like(P)
-    for a, b in _PAIRS:
-        (ya, xa), (yb, xb) = _OFFSETS[a], _OFFSETS[b]
-        va, vb = _shift(ok, ya, xa, False), _shift(ok, yb, xb, False)
-        da, db = _shift(P, ya, xa, 0.0) - P, _shift(P, yb, xb, 0.0) - P
-        n = np.cross(da, db)
-        use = ok & va & vb
-        wgt = use.astype(np.float64)
-        if edge_aware and img is not None:
-            ca = np.abs(_shift(img, ya, xa, 0.0) - img).mean(-1)
-            cb = np.abs(_shift(img, yb, xb, 0.0) - img).mean(-1)
-            wgt = wgt * np.exp(-0.1 * ca) * np.exp(-0.1 * cb)
-        norm = np.linalg.norm(n, axis=-1, keepdims=True)
-        acc += np.where(norm > 0, n / np.maximum(norm, 1e-300), 0.0) * wgt[..., None]
-    length = np.linalg.norm(acc, axis=-1, keepdims=True)
-    out = np.where(length > 1e-12, acc / np.maximum(length, 1e-300), 0.0)
-    # orient towards the camera (camera at the origin looks along +z)
-    facing = (out * P).sum(-1, keepdims=True)
-    out = np.where(facing > 0, -out, out)
-    # erode the valid mask by one pixel (the differences there are unreliable)
-    eroded = ok.copy()
-    for dy, dx in _OFFSETS.values():
-        eroded &= _shift(ok, dy, dx, False)
-    out[~eroded] = 0.0
-    return out.astype(np.float32)
-
-
-def angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-pixel angle in degrees between two ``(..., 3)`` vector fields."""
-    an = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
-    bn = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
-    return np.degrees(np.arccos(np.clip((an * bn).sum(-1), -1.0, 1.0)))

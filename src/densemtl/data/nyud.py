@@ -10,7 +10,7 @@ ROOT/
   gt_sets/train.txt, val.txt  one id per line (795 / 654, the official split)
   dataset.json                optional: {"num_classes", "class_names", "intrinsics": {fx, fy, cx, cy, width, height}}
 ```
-The procedural set (``densemtl data synth``) is written in this layout with a ``dataset.json``.
+The procedural set (``densemtl data synth``, dataset ``procedural``) uses this layout too.
 """
 
 from __future__ import annotations
@@ -106,8 +106,6 @@ class NYUDv2(DenseDataset):
     native_tasks = ("semseg", "depth", "normals", "edges")
     official_split_sizes = {"train": 795, "val": 654}
 
-    supports_sequence = True
-
     def _setup(self):
         meta_path = self.root / "dataset.json"
         self.meta = check_metadata(read_json(meta_path, "dataset metadata"), meta_path) if meta_path.is_file() else {}
@@ -202,16 +200,17 @@ class NYUDv2(DenseDataset):
             e = numeric_map(read_npy(p, "edges") if p.suffix == ".npy" else read_png(p, "edges"), p, "edge map")
             self._check_hw(e, p, "edges", hw)
             labels["edges"] = self._edge_labels(e, p)
-        out = {"image": image, "labels": labels, "K": K, "id": str(i)}
-        if self.sequence:  # procedural sequences: sequence/<id>_{prev,next}.png and poses/<id>.json
-            out["frames"] = {k: read_rgb(self.root / "sequence" / f"{i}_{name}.png") for k, name in ((-1, "prev"), (1, "next"))}
-            pose_path = self.root / "poses" / f"{i}.json"
-            pose = read_json(pose_path, "relative poses")
-            try:
-                out["poses"] = {k: np.array(pose[key], dtype=np.float64) for k, key in ((-1, "T_t_to_prev"), (1, "T_t_to_next"))}
-            except (KeyError, TypeError, ValueError) as e:
-                raise DataError(f"{pose_path}: expected T_t_to_prev and T_t_to_next as 4x4 numbers ({type(e).__name__}: {e})") from e
-            if any(T.shape != (4, 4) for T in out["poses"].values()):
-                raise DataError(f"{pose_path}: T_t_to_prev and T_t_to_next must be 4x4, got "
-                                f"{[list(T.shape) for T in out['poses'].values()]}")
-        return out
+        return {"image": image, "labels": labels, "K": K, "id": str(i)}
+
+    def _read_sequence(self, i) -> dict:
+        """Neighbour frames ``sequence/<id>_{prev,next}.png`` and poses ``poses/<id>.json``."""
+        frames = {k: read_rgb(self.root / "sequence" / f"{i}_{name}.png") for k, name in ((-1, "prev"), (1, "next"))}
+        pose_path = self.root / "poses" / f"{i}.json"
+        pose = read_json(pose_path, "relative poses")
+        try:
+            poses = {k: np.array(pose[key], dtype=np.float64) for k, key in ((-1, "T_t_to_prev"), (1, "T_t_to_next"))}
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{pose_path}: expected T_t_to_prev and T_t_to_next as 4x4 numbers ({type(e).__name__}: {e})") from e
+        if any(T.shape != (4, 4) for T in poses.values()):
+            raise DataError(f"{pose_path}: T_t_to_prev and T_t_to_next must be 4x4, got {[list(T.shape) for T in poses.values()]}")
+        return {"frames": frames, "poses": poses}

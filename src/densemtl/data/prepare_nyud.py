@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import edges_from_labels
+from ..tasks.edges import edges_from_labels
 from .geometry import intrinsics_matrix, normals_from_depth
 from .io import DataError, write_png
 from .nyud import KINECT, encode_normals_png

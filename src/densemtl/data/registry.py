@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-_DATASETS: dict[str, type] = {}
+from ..registry import Registry
+
+DATASETS: Registry[type] = Registry("dataset")
 
 
 def register_dataset(name: str):
+    """Class decorator registering a :class:`densemtl.data.DenseDataset` subclass under ``name``."""
+
     def deco(cls):
-        if name in _DATASETS:
-            raise ValueError(f"dataset '{name}' is already registered")
-        _DATASETS[name] = cls
+        DATASETS.add(name, cls)
         cls.name = name
         return cls
 
@@ -17,14 +19,11 @@ def register_dataset(name: str):
 
 
 def get_dataset_class(name: str) -> type:
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise KeyError(f"unknown dataset '{name}'; registered datasets: {', '.join(_DATASETS)}") from None
+    return DATASETS.get(name)
 
 
 def list_datasets() -> list[str]:
-    return list(_DATASETS)
+    return DATASETS.names()
 
 
 def create_dataset(name: str, root, split: str = "train", tasks=("semseg", "depth"), **options):

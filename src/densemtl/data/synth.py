@@ -250,7 +250,7 @@ def render_view(scene: Scene, size, pos: np.ndarray | None = None, R: np.ndarray
     image = (rgb.reshape(h, w, 3) * 255 + 0.5).astype(np.uint8)
     normals = (hits.n @ R.T).reshape(h, w, 3).astype(np.float32)  # world -> camera frame
     objects = hits.obj.reshape(h, w).astype(np.int32)
-    from .base import edges_from_labels
+    from ..tasks.edges import edges_from_labels
 
     edges = edges_from_labels(objects, depth, depth_jump=0.05)
     return {"image": image, "semseg": hits.cls.reshape(h, w).astype(np.uint8), "depth": depth.astype(np.float32),

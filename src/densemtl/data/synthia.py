@@ -5,7 +5,7 @@ ROOT/RGB/{id:07d}.png
 ROOT/GT/LABELS/{id:07d}.png     16-bit PNG, class id in the first channel (instance id in the second)
 ROOT/Depth/Depth/{id:07d}.png   16-bit PNG, depth in centimetres in the first channel
 ```
-Split: seeded disjoint 80/20 (DESIGN section 8).
+Split: seeded disjoint 80/20 (docs/datasets.md).
 """
 
 from __future__ import annotations

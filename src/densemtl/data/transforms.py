@@ -3,7 +3,8 @@
 A raw sample is a dict: ``image (H, W, 3) float32 [0, 1]``, ``labels {task: array}`` with
 ``semseg (H, W) uint8`` (255 void), ``depth (H, W) float32`` metres (0 invalid),
 ``normals (H, W, 3) float32`` (zero = invalid), ``edges (H, W) uint8`` (0/1, 255 ignore),
-``K (3, 3)`` intrinsics and ``id``.
+``K (3, 3)`` intrinsics and ``id``. How a label is resized, mirrored and turned into a tensor
+is its task's business (:class:`densemtl.tasks.Task`); this module moves whole samples.
 """
 
 from __future__ import annotations
@@ -12,39 +13,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..tasks import get_task
 from .geometry import crop_intrinsics, flip_intrinsics, scale_intrinsics
 
 
-def _resize(arr: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+def _resize_image(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` image -> ``size = (H, W)``, bilinear with antialiasing."""
     h, w = size
     if arr.shape[:2] == (h, w):
         return arr
-    t = torch.from_numpy(np.ascontiguousarray(arr))
-    chw = t.permute(2, 0, 1)[None] if t.dim() == 3 else t[None, None]
-    if mode == "nearest":
-        out = F.interpolate(chw.float(), size=(h, w), mode="nearest-exact")
-    else:
-        out = F.interpolate(chw.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    out = out[0].permute(1, 2, 0) if t.dim() == 3 else out[0, 0]
-    return out.numpy().astype(arr.dtype)
+    chw = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None]
+    out = F.interpolate(chw.float(), size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return out[0].permute(1, 2, 0).numpy().astype(arr.dtype)
 
 
 def resize_sample(sample: dict, size: tuple[int, int]) -> dict:
-    """Resize to ``size = (H, W)``: image bilinear (antialiased), labels nearest, K scaled."""
+    """Resize to ``size = (H, W)``: image bilinear (antialiased), labels by their task (nearest), K scaled."""
     h0, w0 = sample["image"].shape[:2]
     if (h0, w0) == tuple(size):
         return sample
     out = dict(sample)
-    out["image"] = _resize(sample["image"], size, "bilinear")
+    out["image"] = _resize_image(sample["image"], size)
     if "frames" in sample:
-        out["frames"] = {k: _resize(v, size, "bilinear") for k, v in sample["frames"].items()}
-    out["labels"] = {t: _resize(v, size, "nearest") for t, v in sample["labels"].items()}
+        out["frames"] = {k: _resize_image(v, size) for k, v in sample["frames"].items()}
+    out["labels"] = {t: get_task(t).resize_label(v, size) for t, v in sample["labels"].items()}
     out["K"] = scale_intrinsics(sample["K"], size[1] / w0, size[0] / h0)
     return out
 
 
 def hflip_sample(sample: dict) -> dict:
-    """Mirror horizontally: normals' x negated, principal point mirrored."""
+    """Mirror horizontally: labels by their task (normals' x negated), principal point mirrored."""
     out = dict(sample)
     out["image"] = sample["image"][:, ::-1].copy()
     if "frames" in sample:
@@ -52,13 +50,7 @@ def hflip_sample(sample: dict) -> dict:
     if "poses" in sample:  # mirror the rigid motions: S T S with S = diag(-1, 1, 1, 1)
         S = np.diag([-1.0, 1.0, 1.0, 1.0])
         out["poses"] = {k: S @ T @ S for k, T in sample["poses"].items()}
-    labels = {}
-    for t, v in sample["labels"].items():
-        v = v[:, ::-1].copy()
-        if t == "normals":
-            v[..., 0] *= -1
-        labels[t] = v
-    out["labels"] = labels
+    out["labels"] = {t: get_task(t).flip_label(v) for t, v in sample["labels"].items()}
     out["K"] = flip_intrinsics(sample["K"], sample["image"].shape[1])
     return out
 
@@ -104,7 +96,7 @@ def random_scale_crop(sample: dict, rng: np.random.Generator, scale_range=(1.0, 
 
 
 def to_tensors(sample: dict) -> dict:
-    """Numpy sample -> tensors in the label formats of :mod:`densemtl.tasks`."""
+    """Numpy sample -> tensors in the label formats of :mod:`densemtl.tasks` (``Task.label_to_tensor``)."""
     out = {
         "image": torch.from_numpy(np.ascontiguousarray(sample["image"].transpose(2, 0, 1))).float(),
         "K": torch.from_numpy(np.asarray(sample["K"], dtype=np.float32)),
@@ -115,14 +107,5 @@ def to_tensors(sample: dict) -> dict:
         out["frames"] = {k: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))).float() for k, v in sample["frames"].items()}
     if "poses" in sample:  # ground-truth 4x4 transforms, camera t -> camera t+k
         out["poses"] = {k: torch.from_numpy(np.asarray(T, dtype=np.float32)) for k, T in sample["poses"].items()}
-    for t, v in sample["labels"].items():
-        v = np.ascontiguousarray(v)
-        if t == "semseg":
-            out["labels"][t] = torch.from_numpy(v.astype(np.int64))
-        elif t == "normals":
-            out["labels"][t] = torch.from_numpy(v.transpose(2, 0, 1).astype(np.float32))
-        elif t == "edges":
-            out["labels"][t] = torch.from_numpy(v.astype(np.float32))[None]
-        else:
-            out["labels"][t] = torch.from_numpy(v.astype(np.float32))[None]
+    out["labels"] = {t: get_task(t).label_to_tensor(v) for t, v in sample["labels"].items()}
     return out

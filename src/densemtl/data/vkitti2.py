@@ -6,7 +6,7 @@ ROOT/Scene*/{variation}/frames/classSegmentation/Camera_0/classgt_{frame:05d}.pn
 ROOT/Scene*/{variation}/frames/depth/Camera_0/depth_{frame:05d}.png                uint16 centimetres
 ROOT/Scene*/{variation}/colors.txt   (optional; "Category r g b" per line)
 ```
-Split: seeded disjoint 80/20 of all frames (DESIGN section 8). Default variation: 15-deg-left.
+Split: seeded disjoint 80/20 of all frames (docs/datasets.md). Default variation: 15-deg-left.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 from .checkpoint import CheckpointError, check_model_config, load_checkpoint, save_checkpoint
 from .evaluate import evaluate
 from .hooks import HookBase
-from .trainer import Trainer, run_dir_for
+from .rundir import run_dir_for
+from .trainer import Trainer
 
 __all__ = ["Trainer", "HookBase", "evaluate", "load_checkpoint", "save_checkpoint", "check_model_config",
            "CheckpointError", "run_dir_for"]

@@ -67,6 +67,33 @@ def build_loader(ds, batch_size: int, train: bool, seed: int, num_workers: int):
     return loader, sampler
 
 
+def build_train_data(cfg: DictConfig):
+    """``(dataset, loader, sampler, batches per epoch)`` of the training split."""
+    ds = build_dataset(cfg, cfg.data.train_split, train=True)
+    loader, sampler = build_loader(ds, int(cfg.data.batch_size), True, int(cfg.seed), int(cfg.data.num_workers))
+    per_epoch = sampler.per_epoch() // int(cfg.data.batch_size)
+    if per_epoch == 0:
+        raise ValueError(f"the training split has {len(ds)} samples, fewer than data.batch_size={cfg.data.batch_size} "
+                         f"x {world_size()} processes")
+    return ds, loader, sampler, per_epoch
+
+
+def build_eval_data(cfg: DictConfig, train_set):
+    """``(dataset, loader)`` evaluated during training: the val split, or the UDA target's val
+    split (with the same classes as the source); ``(None, None)`` when ``train.eval_every`` is 0."""
+    if not cfg.train.eval_every:
+        return None, None
+    vcfg = target_config(cfg) if cfg.uda.target.dataset else cfg
+    ds = build_dataset(vcfg, vcfg.data.val_split, train=False)
+    if vcfg is not cfg and "semseg" in parse_task_set(cfg.tasks) and ds.num_classes != train_set.num_classes:
+        raise ValueError(
+            f"source {cfg.data.dataset} has {train_set.num_classes} classes but target {vcfg.data.dataset} "
+            f"has {ds.num_classes}: use a common label set (data.options.label_set and "
+            f"uda.target.options.label_set, e.g. uda8 for VKITTI2 -> Cityscapes)")
+    loader, _ = build_loader(ds, int(cfg.data.val_batch_size), False, 0, int(cfg.data.num_workers))
+    return ds, loader
+
+
 def build_model(cfg: DictConfig, num_classes: int | None):
     tasks = parse_task_set(cfg.tasks)
     pretrained = cfg.model.pretrained

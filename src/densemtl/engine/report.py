@@ -12,11 +12,9 @@ from omegaconf import OmegaConf
 
 from ..metrics import multitask_delta
 from ..models import model_options
-from ..tasks import get_task, parse_task_set
+from ..tasks import directions, get_task, parse_task_set
 
 METHOD_LABELS = {"stl": "STL", "mtl": "MTL", "padnet": "PAD-Net", "padnet3ways": "3-ways PAD-Net", "densemtl": "DenseMTL"}
-COLUMN = {"semseg": ("mIoU", "mIoU %"), "depth": ("rmse", "RMSE m"), "normals": ("mean_angle", "mErr deg"), "edges": ("f1", "F1 %"),
-          "disparity": ("abs_rel", "AbsRel")}
 LAYOUTS = ("auto", "tasks", "classes")
 
 
@@ -113,7 +111,8 @@ def build_table(runs: list[dict]) -> dict:
         delta = None
         base = stl.get((key[0], key[3], "UDA" if key[4] else ""), {})
         if key[1] != "stl" and all(t in base for t in tasks):
-            deltas = [multitask_delta({t: r["metrics"][t] for t in tasks}, {t: base[t] for t in tasks}, tasks) for r in rs]
+            deltas = [multitask_delta({t: r["metrics"][t][get_task(t).headline_metric] for t in tasks}, base, directions(tasks))
+                      for r in rs]
             delta = _mean_std(deltas)
         label = method_label(rs[0]["config"]) + ("" if key[3] == "resnet101" else f" ({key[3]})")
         rows.append({"dataset": key[0], "setting": key[4], "method": label, "backbone": key[3], "tasks": list(tasks),
@@ -137,8 +136,8 @@ def build_table(runs: list[dict]) -> dict:
     for r in merged:  # STL source-only vs STL-UDA (from the means; one STL run per task and seed)
         base = stl.get((r["dataset"], r["backbone"], "UDA"), {})
         if r["setting"] == "source-only" and r["method"].startswith("STL") and all(t in base for t in r["tasks"]):
-            mean = {t: {get_task(t).headline_metric: r["metrics"][t][0]} for t in r["tasks"]}
-            r["delta"] = (multitask_delta(mean, base, r["tasks"]), 0.0)
+            mean = {t: r["metrics"][t][0] for t in r["tasks"]}
+            r["delta"] = (multitask_delta(mean, base, directions(r["tasks"])), 0.0)
     return {"tasks": list(all_tasks), "rows": merged}
 
 
@@ -150,7 +149,12 @@ def _fmt(ms, digits):
 
 
 def _digits(t):
-    return 3 if t in ("depth", "disparity") else 2
+    return get_task(t).digits
+
+
+def _header(t: str) -> str:
+    task = get_task(t)
+    return f"{task.name} {task.column} {'↑' if task.higher_is_better else '↓'}"
 
 
 def resolve_layout(table: dict, layout: str = "auto") -> str:
@@ -180,7 +184,7 @@ def to_markdown(table: dict, layout: str = "auto") -> str:
     code = "".join(get_task(t).letter for t in tasks)
     uda = any(r.get("setting") for r in table["rows"])
     head = ["dataset"] + (["setting"] if uda else []) + ["method", "tasks", "seeds"]
-    head += [f"{get_task(t).name} {COLUMN[t][1]} {'↑' if get_task(t).higher_is_better else '↓'}" for t in tasks] + ["Δ % ↑"]
+    head += [_header(t) for t in tasks] + ["Δ % ↑"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
         cells = [r["dataset"]] + ([r.get("setting") or "supervised"] if uda else [])
@@ -197,7 +201,7 @@ def _classes_markdown(table: dict) -> str:
     names = _class_columns(table)
     others = [t for t in table["tasks"] if t != "semseg"]
     head = ["dataset", "method", "tasks", "seeds"] + names + ["mIoU % ↑"]
-    head += [f"{get_task(t).name} {COLUMN[t][1]} {'↑' if get_task(t).higher_is_better else '↓'}" for t in others]
+    head += [_header(t) for t in others]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
         cells = [r["dataset"], r["method"], "-".join(get_task(t).letter for t in r["tasks"]), str(r["n"])]
@@ -216,7 +220,7 @@ def to_csv(table: dict) -> str:
     names: list[str] = []
     for r in table["rows"]:
         names += [n for n in r.get("classes", {}) if n not in names]
-    w.writerow(["dataset", "setting", "method", "tasks", "seeds"] + [x for t in tasks for x in (f"{t}_{COLUMN[t][0]}_mean", f"{t}_{COLUMN[t][0]}_std")]
+    w.writerow(["dataset", "setting", "method", "tasks", "seeds"] + [f"{t}_{get_task(t).headline_metric}_{s}" for t in tasks for s in ("mean", "std")]
                + ["delta_mean", "delta_std"] + [f"semseg_IoU_{n}_mean" for n in names])
     for r in table["rows"]:
         row = [r["dataset"], r.get("setting") or "supervised", r["method"], "-".join(get_task(t).letter for t in r["tasks"]), r["n"]]

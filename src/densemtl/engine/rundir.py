@@ -60,3 +60,47 @@ class MetricsLog:
         if not self.path.is_file():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def run_dir_for(cfg) -> Path:
+    """``output_dir/experiment/run_name`` (``run_name`` default: ``seed<seed>``)."""
+    name = cfg.run_name or f"seed{cfg.seed}"
+    return Path(cfg.output_dir) / str(cfg.experiment) / str(name)
+
+
+class RunDirectory:
+    """A run's folder: ``config.yaml``, ``env.json``, ``metrics.jsonl``, ``tb/``, ``checkpoints/``.
+
+    Only the main process calls :meth:`open`; the others keep ``tb = None``.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.metrics = MetricsLog(self.path / "metrics.jsonl")
+        self.tb = None
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def open(self, cfg, env: dict, resume: bool, iteration: int) -> None:
+        """Create the folder, write the resolved config and the environment (``env-resume-<iter>.json``
+        on a resume), trim ``metrics.jsonl`` to the checkpoint's iteration on a resume (a new run
+        starts it afresh) and open TensorBoard."""
+        from ..config import save_config
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        log = self.metrics.path
+        if log.is_file():
+            keep = [r for r in self.metrics.read() if resume and r.get("iter", 0) <= iteration]
+            log.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        self.checkpoints.mkdir(exist_ok=True)
+        save_config(cfg, self.path / "config.yaml")
+        (self.path / ("env.json" if not resume else f"env-resume-{iteration}.json")).write_text(json.dumps(env, indent=2))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(self.path / "tb"), purge_step=iteration if resume else None)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()

@@ -40,16 +40,14 @@ DEFAULT_OPSET = {"torchscript": 17, "dynamo": 20}
 OPSET_RANGE = {"torchscript": (11, 20), "dynamo": (18, 23)}
 # the TorchScript exporter translates F.scaled_dot_product_attention from this opset on
 FUSED_ATTENTION_MIN_OPSET = 14
-# tasks whose raw output is already the exported prediction (the rest go through Task.decode)
-RAW_TASKS = ("semseg",)
-OUTPUT_NAMES = {"semseg": "semseg_logits", "disparity": "disparity_depth"}
 INPUT_NAME = "image"
 DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
 
 
 def output_name(task: str) -> str:
-    """ONNX output name of a task (``semseg`` -> ``semseg_logits``, ``depth`` -> ``depth``)."""
-    return OUTPUT_NAMES.get(task, task)
+    """ONNX output name of a task (``semseg`` -> ``semseg_logits``, ``depth`` -> ``depth``):
+    the task's :attr:`~densemtl.tasks.Task.export_name`."""
+    return get_task(task).output_name
 
 
 def parse_size(text: str, divisor: int = 16) -> tuple[int, int]:
@@ -98,7 +96,7 @@ class ExportModule(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(image)
         s = self.model.eval_scale
-        return tuple(out[t][s] if t in RAW_TASKS else get_task(t).decode(out[t][s]) for t in self.tasks)
+        return tuple(get_task(t).export_output(out[t][s]) for t in self.tasks)
 
     def output_shapes(self, size: tuple[int, int] | None, batch: int | None) -> dict[str, list]:
         """``{output name: [N, C, H, W]}``; ``None`` size/batch -> the dynamic dimension names."""

@@ -7,8 +7,7 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-from ..tasks import get_task
-from .functional import check_finite
+from ..tasks import check_finite, get_task
 
 
 def resize_prediction(pred: torch.Tensor, size) -> torch.Tensor:

@@ -15,11 +15,12 @@ from typing import Callable, Iterable, Mapping
 import torch
 import torch.nn as nn
 
+from ..registry import Registry
 from ..tasks import parse_task_set, task_set_name
 
-_WEIGHTINGS: dict[str, Callable[..., "WeightMethod"]] = {}
+WEIGHTINGS: Registry[Callable[..., "WeightMethod"]] = Registry("weighting")
 
-# grid-searched by the authors on the MTL baseline (DESIGN section 6)
+# grid-searched by the authors on the MTL baseline (the paper's section 4.1; docs/training.md)
 PAPER_WEIGHTS = {
     "SD": {"semseg": 50.0, "depth": 1.0},
     "SDN": {"semseg": 100.0, "depth": 1.0, "normals": 100.0},
@@ -28,10 +29,10 @@ PAPER_WEIGHTS = {
 
 
 def register_weighting(name: str):
+    """Class decorator registering a :class:`WeightMethod` subclass under ``name``."""
+
     def deco(cls):
-        if name in _WEIGHTINGS:
-            raise ValueError(f"weighting '{name}' is already registered")
-        _WEIGHTINGS[name] = cls
+        WEIGHTINGS.add(name, cls)
         cls.registry_name = name
         return cls
 
@@ -39,15 +40,11 @@ def register_weighting(name: str):
 
 
 def list_weightings() -> list[str]:
-    return list(_WEIGHTINGS)
+    return WEIGHTINGS.names()
 
 
 def create_weighting(name: str, tasks: Iterable[str], **options) -> "WeightMethod":
-    try:
-        cls = _WEIGHTINGS[name]
-    except KeyError:
-        raise KeyError(f"unknown weighting '{name}'; registered: {', '.join(_WEIGHTINGS)}") from None
-    return cls(parse_task_set(tasks), **options)
+    return WEIGHTINGS.get(name)(parse_task_set(tasks), **options)
 
 
 class WeightMethod(nn.Module):

@@ -1,8 +1,15 @@
-"""Streaming metrics and the multi-task Delta."""
+"""The multi-task Delta, and the tasks' streaming meters re-exported in one place.
 
-from .base import Meter
+Each meter lives with its task (:mod:`densemtl.tasks`); see docs/metrics.md.
+"""
+
+from ..tasks.boundary import boundary_counts, default_thresholds, f_score, match_count
+from ..tasks.depth import DepthMeter
+from ..tasks.edges import EdgeMeter
+from ..tasks.meter import Meter
+from ..tasks.normals import NormalsMeter
+from ..tasks.semseg import SegmentationMeter
 from .delta import multitask_delta
-from .dense import DepthMeter, NormalsMeter, SegmentationMeter
-from .edges import EdgeMeter
 
-__all__ = ["Meter", "SegmentationMeter", "DepthMeter", "NormalsMeter", "EdgeMeter", "multitask_delta"]
+__all__ = ["Meter", "SegmentationMeter", "DepthMeter", "NormalsMeter", "EdgeMeter", "multitask_delta",
+           "boundary_counts", "default_thresholds", "f_score", "match_count"]

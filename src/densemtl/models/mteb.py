@@ -1,4 +1,4 @@
-"""mTEB: multi-task exchange block (paper section 3.2.1, Eq. 5; DESIGN section 4)."""
+"""mTEB: multi-task exchange block (paper section 3.2.1, Eq. 5)."""
 
 from __future__ import annotations
 

@@ -10,32 +10,29 @@ from typing import Callable, Iterable
 
 import torch.nn as nn
 
-from ..tasks import canonical_tasks, get_task
+from ..registry import Registry
+from ..tasks import canonical_tasks, get_task, parse_task_set
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def register_model(name: str, description: str = ""):
     """Decorator registering ``fn(tasks, num_classes, backbone, pretrained, **options)``."""
 
     def deco(fn):
-        if name in _MODELS:
-            raise ValueError(f"model '{name}' is already registered")
-        _MODELS[name] = fn
-        _DESCRIPTIONS[name] = description or (fn.__doc__ or "").strip().splitlines()[0]
-        return fn
+        fn.description = description or (fn.__doc__ or "").strip().splitlines()[0]
+        return MODELS.add(name, fn)
 
     return deco
 
 
 def list_models() -> list[str]:
     """Names of all registered models, in registration order."""
-    return list(_MODELS)
+    return MODELS.names()
 
 
 def model_description(name: str) -> str:
-    return _DESCRIPTIONS[name]
+    return MODELS.get(name).description
 
 
 def model_options(name: str) -> dict[str, object]:
@@ -50,10 +47,7 @@ def model_options(name: str) -> dict[str, object]:
 
 
 def _get_builder(name: str):
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise KeyError(f"unknown model '{name}'; registered models: {', '.join(_MODELS)}") from None
+    return MODELS.get(name)
 
 
 def create_model(
@@ -82,8 +76,6 @@ def create_model(
         (H, W multiples of 16) and returns ``{task: {scale: logits}}``; see
         :class:`densemtl.models.base.MultiTaskModel`.
     """
-    from ..tasks import parse_task_set
-
     builder = _get_builder(name)
     tasks = parse_task_set(tasks)
     if "semseg" in tasks and num_classes is None:

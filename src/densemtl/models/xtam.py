@@ -1,4 +1,4 @@
-"""xTAM: directional cross-task attention (paper section 3.1, DESIGN section 3).
+"""xTAM: directional cross-task attention (paper section 3.1; docs/architecture.md).
 
 ``DirectionalXTAM(target f_i, source f_j) -> f_{j->i}``. The correlation-guided attention
 uses fused scaled-dot-product attention (``F.scaled_dot_product_attention``), which never

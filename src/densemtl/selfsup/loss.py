@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .disparity import sigmoid_to_depth
+from ..tasks.disparity import sigmoid_to_depth
 from .geometry import warp_frame
 from .photometric import edge_aware_smoothness, min_reprojection_loss
 

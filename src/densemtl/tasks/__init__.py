@@ -1,12 +1,12 @@
-"""Task registry: one registered object per dense prediction task."""
+"""Tasks: the bottom layer. One registered object per dense prediction task (see
+docs/architecture.md); the registration order below is the canonical task order."""
 
-from .registry import Task, canonical_tasks, get_task, list_tasks, parse_task_set, register_task, task_set_name
+from .base import (
+    IGNORE_INDEX, TASKS, Task, canonical_tasks, check_finite, directions, get_task, headlines, list_tasks, parse_task_set,
+    register_task, task_set_name, unregister_task,
+)
+from .meter import Meter
+from . import semseg, depth, normals, edges, disparity  # noqa: F401  (registration = canonical order)
 
-# registration order is the canonical order
-from . import semseg  # noqa: E402,F401
-from . import depth  # noqa: E402,F401
-from . import normals  # noqa: E402,F401
-from . import edges  # noqa: E402,F401
-from ..selfsup import disparity  # noqa: E402,F401  (self-supervised depth, registered after the four)
-
-__all__ = ["Task", "canonical_tasks", "get_task", "list_tasks", "parse_task_set", "register_task", "task_set_name"]
+__all__ = ["IGNORE_INDEX", "TASKS", "Task", "Meter", "canonical_tasks", "check_finite", "directions", "get_task", "headlines",
+           "list_tasks", "parse_task_set", "register_task", "task_set_name", "unregister_task"]

@@ -1,16 +1,14 @@
 """Multi-task unsupervised domain adaptation: patch discriminators, alignment maps, schedules."""
 
-from .adversarial import (SOURCE_LABEL, TARGET_LABEL, bce_to_label, build_discriminator_optimizer, detached,
-                          domain_losses, set_requires_grad)
+from .adversarial import SOURCE_LABEL, TARGET_LABEL, bce_to_label, build_discriminator_optimizer, set_requires_grad
+from .alignment import AdversarialAlignment, DomainCritic
 from .discriminator import PatchDiscriminator, build_discriminators, discriminator_key, patch_output_size
-from .maps import (AlignmentMap, alignment_maps, depth_map, edge_map, get_alignment_map, list_alignment_maps,
-                   map_channels, normals_map, register_alignment_map, self_information)
+from .maps import alignment_maps, depth_map, edge_map, map_channels, normals_map, self_information
 from .schedule import PolyDecay, build_poly_scheduler, poly_factor, poly_lr
 
 __all__ = [
-    "SOURCE_LABEL", "TARGET_LABEL", "bce_to_label", "build_discriminator_optimizer", "detached", "domain_losses",
-    "set_requires_grad", "PatchDiscriminator", "build_discriminators", "discriminator_key", "patch_output_size",
-    "AlignmentMap", "alignment_maps", "depth_map", "edge_map", "get_alignment_map", "list_alignment_maps",
-    "map_channels", "normals_map", "register_alignment_map", "self_information", "PolyDecay",
+    "SOURCE_LABEL", "TARGET_LABEL", "bce_to_label", "build_discriminator_optimizer", "set_requires_grad",
+    "AdversarialAlignment", "DomainCritic", "PatchDiscriminator", "build_discriminators", "discriminator_key", "patch_output_size",
+    "alignment_maps", "depth_map", "edge_map", "map_channels", "normals_map", "self_information", "PolyDecay",
     "build_poly_scheduler", "poly_factor", "poly_lr",
 ]

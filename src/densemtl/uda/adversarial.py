@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -15,22 +15,6 @@ TARGET_LABEL = 1.0
 def bce_to_label(logits: torch.Tensor, label: float) -> torch.Tensor:
     """Mean binary cross-entropy of patch ``logits (B, 1, h, w)`` against a constant label."""
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(label)))
-
-
-def domain_losses(discriminators: nn.ModuleDict, maps: Mapping[str, torch.Tensor], label: float) -> dict[str, torch.Tensor]:
-    """``{key: BCE(D_key(maps[key]), label)}`` for every key of ``maps``.
-
-    Generator step: target maps (not detached), ``label=SOURCE_LABEL``, discriminators frozen
-    (:func:`set_requires_grad`). Discriminator step: ``detached`` maps with their own domain's label.
-    """
-    missing = [k for k in maps if k not in discriminators]
-    if missing:
-        raise KeyError(f"no discriminator for {missing} (have {list(discriminators)})")
-    return {k: bce_to_label(discriminators[k](m), label) for k, m in maps.items()}
-
-
-def detached(maps: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach() for k, v in maps.items()}
 
 
 def set_requires_grad(modules: nn.Module | Iterable[nn.Module], flag: bool) -> None:

@@ -11,14 +11,12 @@ Order within a step (done by the trainer):
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn as nn
 
 from .adversarial import SOURCE_LABEL, TARGET_LABEL, bce_to_label, build_discriminator_optimizer, set_requires_grad
 from .discriminator import build_discriminators
-from .maps import alignment_maps, depth_map, map_channels
+from .maps import alignment_maps, map_channels
 from .schedule import build_poly_scheduler
 
 
@@ -45,7 +43,7 @@ class AdversarialAlignment:
         num_classes: segmentation classes (width of the self-information map).
         weight: adversarial loss weight of the model (paper: 0.005).
         lr, betas, power, max_steps: Adam and polynomial decay of the discriminators.
-        depth_ref: metres mapped to 0.5 by the depth map (:func:`densemtl.uda.maps.depth_map`).
+        depth_ref: metres mapped to 0.5 by the depth map (:func:`densemtl.tasks.depth.depth_map`).
     """
 
     def __init__(self, tasks, scales, num_classes: int | None, *, weight: float = 0.005, lr: float = 1e-4,
@@ -54,14 +52,16 @@ class AdversarialAlignment:
         self.tasks, self.scales, self.weight = tuple(tasks), tuple(sorted(int(s) for s in scales)), float(weight)
         discs = build_discriminators(self.tasks, self.scales, map_channels(self.tasks, num_classes))
         self.critic = DomainCritic(discs).to(device)
-        self.net: nn.Module = self.critic  # replaced by a DDP wrapper with several processes
+        # the module the discriminator step calls: ``critic`` itself, or its DistributedDataParallel
+        # wrapper with several processes (the generator pass calls the bare ``critic``)
+        self.ddp_critic: nn.Module = self.critic
         self.optimizer = build_discriminator_optimizer(discs, lr=lr, betas=betas)
         self.max_steps = int(max_steps)
         self.scheduler = build_poly_scheduler(self.optimizer, max_steps, power)
-        self.maps = {"depth": partial(depth_map, ref_depth=float(depth_ref))}
+        self.map_options = {"depth": {"ref_depth": float(depth_ref)}}
 
     def _maps(self, outputs, size):
-        return alignment_maps({t: {s: outputs[t][s] for s in self.scales} for t in self.tasks}, size, self.maps)
+        return alignment_maps({t: {s: outputs[t][s] for s in self.scales} for t in self.tasks}, size, self.map_options)
 
     def check_outputs(self, outputs) -> None:
         for t in self.tasks:
@@ -99,7 +99,7 @@ class AdversarialAlignment:
         if not bool(finite):
             # fp16 overflow (the scaler skipped the model's step too): skip this update
             return {"loss/discriminators": float("nan"), "lr/discriminators": self.optimizer.param_groups[0]["lr"]}
-        ls, lt = self.net(src, SOURCE_LABEL), self.net(tgt, TARGET_LABEL)
+        ls, lt = self.ddp_critic(src, SOURCE_LABEL), self.ddp_critic(tgt, TARGET_LABEL)
         loss = 0.5 * (sum(ls.values()) + sum(lt.values()))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite discriminator loss {float(loss)}")

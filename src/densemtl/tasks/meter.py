@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses.functional import check_finite
+from .base import check_finite
 
 
 class Meter:
