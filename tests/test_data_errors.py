@@ -50,7 +50,7 @@ def _checkpoint(path, root=None, num_workers=0, nan=False, num_classes=8):
         state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state.items()}
     cfg = None
     if root is not None:
-        over = {"model.name": "mtl", "data.num_workers": num_workers, "data.val_batch_size": 2, "data.limit_val": None,
+        over = {"model.name": "mtl", "data.dataset": "nyud", "data.num_workers": num_workers, "data.val_batch_size": 2, "data.limit_val": None,
                 "data.size": [32, 48]}
         cfg = OmegaConf.to_container(config_from_dict(tiny_config(root, path.parent, **over)), resolve=True)
     return save_checkpoint({"model": state, "model_config": model.model_config, "config": cfg}, path)
