@@ -47,7 +47,7 @@ def demo_config(name, model, tasks, args, data_root, out, target_root=None, adve
                  "val_batch_size": 32, "num_workers": 0},
         # one recipe for every method at this scale (random init, short schedule)
         "optim": {"name": "adam", "lr_backbone": 1e-3, "lr_decoder": 1e-3, "betas": [0.9, 0.98], "clip_grad_norm": 10.0},
-        "schedule": {"iterations": n, "milestones": [int(n * 0.8)], "gamma": 0.1},
+        "schedule": {"iterations": n, "milestones": [max(1, int(n * 0.8))], "gamma": 0.1},
         "train": {"log_every": 10, "eval_every": n, "checkpoint_every": n, "image_every": n, "progress": True},
     })
 

@@ -64,6 +64,15 @@ class Task:
         """A fresh streaming meter for this task's metrics."""
         raise NotImplementedError
 
+    def metric_names(self, **options) -> list[str]:
+        """Names of the metrics :meth:`meter` reports with these options (e.g. to check a
+        ``task/metric`` before any evaluation)."""
+        import warnings
+
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            return list(self.meter(**options).compute())
+
     # --- visualisation --------------------------------------------------------------------
     def render(self, value: torch.Tensor | np.ndarray, **options) -> np.ndarray:
         """A decoded prediction or a label of one image -> ``(H, W, 3)`` uint8 RGB."""
