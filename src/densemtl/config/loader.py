@@ -220,10 +220,11 @@ def _options_of(fn, skip: set[str]) -> dict:
 def _check_options(section: str, owner: str, given: dict, valid: dict, reserved: dict | None = None) -> None:
     for k, v in given.items():
         if reserved and k in reserved:
-            raise ConfigError(f"{section}.{k}: set {reserved[k]} instead (not an option of {owner})")
+            raise ConfigError(f"{section}.{k}: set {reserved[k]} instead (not an option of {owner}), got {show(v)}")
         if k not in valid:
             opts = ", ".join(f"{n}={show(d)}" for n, d in valid.items()) or "none"
-            raise ConfigError(f"{section}.{k}: unknown option of {owner}; its options (with defaults): {opts}")
+            raise ConfigError(f"{section}.{k}: unknown option of {owner}, got {k}={show(v)}; its options (with "
+                              f"defaults): {opts}")
         check_value(like(valid[k]), f"{section}.{k}", v)
 
 

@@ -19,7 +19,8 @@ from ..config import save_config
 from ..losses import task_losses
 from ..tasks import get_task, parse_task_set
 from . import builders
-from .checkpoint import CheckpointError, check_model_config, load_checkpoint, load_parts, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (CheckpointError, check_model_config, load_checkpoint, load_parts, load_weights, rng_state, save_checkpoint,
+                         set_rng_state)
 from .distributed import barrier, init_from_env, is_distributed, is_main, world_size
 from .evaluate import amp_context, evaluate
 from .hooks import CheckpointHook, EvalHook, LogHook, ProgressHook
@@ -81,7 +82,7 @@ class Trainer:
         if init_ck is not None:
             if cfg.train.init_parts is None:
                 check_model_config(init_ck, self.model.model_config, "init_from checkpoint")
-                self.model.load_state_dict(init_ck["model"])
+                load_weights(self.model, init_ck["model"], init_ck["path"])
             else:
                 parts = [p for p in cfg.train.init_parts if p != "posenet"]
                 if parts:
@@ -235,7 +236,7 @@ class Trainer:
         path = self.run_dir / "checkpoints" / "last.pt"
         ckpt = load_checkpoint(path)
         check_model_config(ckpt, self.net.model_config, "last checkpoint")
-        self.net.load_state_dict(ckpt["model"])
+        load_weights(self.net, ckpt["model"], str(path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.weighting.load_state_dict(ckpt["weighting"])
