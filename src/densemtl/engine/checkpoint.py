@@ -52,15 +52,17 @@ def atomic_path(path: str | Path):
             tmp.unlink()
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+def remove_stale_temporaries(folder: str | Path, log=None) -> list[Path]:
     """Delete the temporary files of :func:`atomic_path` in ``folder`` whose process is gone
-    (a write interrupted by SIGKILL or a crash); returns them."""
+    (a write interrupted by SIGKILL, a crash or a power cut); returns them, ``log`` says so."""
     removed = []
     for f in Path(folder).glob(f".*{TMP_INFIX}*"):
         pid = f.name.rsplit(TMP_INFIX, 1)[1]
         if not pid.isdigit() or (int(pid) != os.getpid() and not _alive(int(pid))):
             f.unlink(missing_ok=True)
             removed.append(f)
+            if log is not None:
+                log(f"removed {f}: left by an interrupted checkpoint write")
     return removed
 
 

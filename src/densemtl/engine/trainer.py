@@ -19,12 +19,13 @@ from ..config import save_config
 from ..losses import task_losses
 from ..tasks import get_task, parse_task_set
 from . import builders
-from .checkpoint import (CheckpointError, check_model_config, load_checkpoint, load_parts, load_weights, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (CheckpointError, check_model_config, load_checkpoint, load_parts, load_weights, remove_stale_temporaries,
+                         rng_state, save_checkpoint, set_rng_state)
 from .distributed import barrier, init_from_env, is_distributed, is_main, world_size
 from .evaluate import amp_context, evaluate
 from .hooks import CheckpointHook, EvalHook, LogHook, ProgressHook
 from .rundir import MetricsLog, environment
+from .signals import TerminationHook, exit_code
 
 LOWER_IS_BETTER = {"rmse", "rmse_pixel", "abs_rel", "sq_rel", "rmse_log", "mean_angle", "median_angle", "rmse_angle"}
 
@@ -146,7 +147,7 @@ class Trainer:
             self._resume()
         if is_main():
             self._prepare_run_dir(resume)
-        self.hooks = list(hooks) if hooks is not None else [ProgressHook(), LogHook(), EvalHook(), CheckpointHook()]
+        self.hooks = list(hooks) if hooks is not None else [TerminationHook(), ProgressHook(), LogHook(), EvalHook(), CheckpointHook()]
 
     def _pose_checkpoint(self, init_ck) -> dict | None:
         """Where the pose network starts from: ``selfsup.init_pose``, else ``train.init_from``
@@ -200,6 +201,7 @@ class Trainer:
             keep = [r for r in self.metrics_log.read() if resume and r.get("iter", 0) <= self.iter]
             log.write_text("".join(json.dumps(r) + "\n" for r in keep))
         (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+        remove_stale_temporaries(self.run_dir / "checkpoints", log=print)
         save_config(self.cfg, self.run_dir / "config.yaml")
         env = environment(self.device)
         env.update(dataset={"name": self.cfg.data.dataset, "num_classes": self.num_classes,
@@ -378,12 +380,12 @@ class Trainer:
                         self.weighting.epoch_end()
                     if self.iter >= self.max_iter:
                         break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (TerminationHook)
             if is_main():
                 path = self.save_checkpoint("last.pt")
                 print(f"\ninterrupted at iteration {self.iter}: saved {path}; continue with "
                       f"`densemtl train --resume {self.run_dir}`")
-            raise SystemExit(130)
+            raise SystemExit(exit_code(e))
         finally:
             for h in self.hooks:
                 h.after_train(self)
