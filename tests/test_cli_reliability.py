@@ -207,7 +207,7 @@ def test_checkpoint_whose_config_does_not_fit_its_weights(small_run, tmp_path, c
 
 # --- item 11: a torn last line in metrics.jsonl -----------------------------------------------------------------
 def test_torn_last_metrics_line_neither_blocks_resume_nor_the_table(synth_root, tmp_path, capsys):
-    Trainer(config_from_dict(tiny_config(synth_root, tmp_path, **{"schedule.iterations": 2, "train.eval_every": 1}))).train()
+    Trainer(config_from_dict(tiny_config(synth_root, tmp_path, **{**SMALL, "schedule.iterations": 2, "train.eval_every": 1}))).train()
     run = tmp_path / "t" / "r"
     log = run / "metrics.jsonl"
     n = len(log.read_text().splitlines())
@@ -216,7 +216,7 @@ def test_torn_last_metrics_line_neither_blocks_resume_nor_the_table(synth_root, 
     capsys.readouterr()
     assert main(["table", str(tmp_path / "t")]) == 0
     out, err = capsys.readouterr()
-    assert "| DenseMTL (resnet18) |" in out and f"{log}:{n + 1}: last line is incomplete" in err
+    assert "| STL (resnet18) |" in out and f"{log}:{n + 1}: last line is incomplete" in err
     assert main(["train", "--resume", str(run), "schedule.iterations=3"]) == 0
     assert "last line is incomplete" in capsys.readouterr().err
     recs = [json.loads(x) for x in log.read_text().splitlines()]  # the torn line is gone, the run went on
