@@ -203,7 +203,11 @@ def test_free_form_options_are_checked_by_their_owner():
         load_config(None, ["data.options.size=[64,64]"])
     with pytest.raises(ConfigError, match=r"uda.target.options.label_set: dataset 'cityscapes' has label sets"):
         load_config(None, ["uda.target.dataset=cityscapes", "uda.target.options.label_set=nope"])
-    # consumed values: a negative task weight would be gradient ascent on that task
+    # values checked where they are consumed name their key too
+    with pytest.raises(ConfigError, match=r"model.options.fusion must be one of \('add', 'prod', 'concat'\), got 'foo'"):
+        with torch.device("meta"):
+            build_model(load_config(None, ["model.backbone=resnet18", "model.options.fusion=foo"]), 8)
+    # a negative task weight would be gradient ascent on that task
     from densemtl.engine.builders import build_weighting
 
     with pytest.raises(ValueError, match=r"loss.options.weights.semseg: expected a number >= 0, got -1"):

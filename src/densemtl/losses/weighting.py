@@ -116,7 +116,8 @@ class FixedWeights(WeightMethod):
         unknown = sorted(set(weights) - set(self.tasks))
         missing = [t for t in self.tasks if t not in weights]
         if unknown or missing:
-            raise ValueError(f"task weights must name exactly the tasks {list(self.tasks)}; missing {missing}, unknown {unknown}")
+            raise ValueError(f"loss.options.weights: the task weights must name exactly the tasks {list(self.tasks)}; "
+                             f"missing {missing}, unknown {unknown}")
         bad = {t: w for t, w in weights.items()
                if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0}
         if bad:
