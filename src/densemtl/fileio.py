@@ -38,12 +38,19 @@ def os_error_message(e: OSError) -> str:
     return (f"{where}: " if where else "") + e.strerror + (f" ({hint})" if hint else "") + (f"; {note}" if note else "")
 
 
+# errors of a failed write, recognised also behind a library's own exception
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+
+
 def os_cause(e: BaseException) -> OSError | None:
-    """The OS error behind ``e``: ``e`` itself or one it was raised from or during (e.g. torch's
-    ``RuntimeError`` from its zip writer after a failed write)."""
-    seen = set()
+    """The OS error behind ``e``: ``e`` itself, or a failed write (:data:`WRITE_ERRNOS`) it was
+    raised from or during (e.g. torch's ``RuntimeError`` from its zip writer on a full disk)."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return e
+    seen = {id(e)}
+    e = e.__cause__ or e.__context__
     while e is not None and id(e) not in seen:
-        if isinstance(e, OSError) and e.errno is not None:
+        if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
             return e
         seen.add(id(e))
         e = e.__cause__ or e.__context__
