@@ -46,7 +46,7 @@ def main() -> None:
         "selfsup": {"enabled": True, "pose_source": args.pose, "lr_pose": args.lr_pose},
         "loss": {"options": {"weights": {"semseg": 1.0, "disparity": 1.0}}},
         "optim": {"name": "adam", "lr_backbone": args.lr, "lr_decoder": args.lr},
-        "schedule": {"iterations": args.iterations, "milestones": [int(args.iterations * 0.8)]},
+        "schedule": {"iterations": args.iterations, "milestones": [max(1, int(args.iterations * 0.8))]},
         "train": {"log_every": 20, "eval_every": args.iterations, "checkpoint_every": args.iterations, "progress": False},
     }
     run = out / "runs" / "selfsup" / cfg["run_name"]

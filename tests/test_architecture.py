@@ -15,7 +15,7 @@ PACKAGE = "densemtl"
 
 # bottom to top; a module may import from its own layer's package and from lower layers
 LAYERS = [
-    {"registry"},
+    {"registry", "fileio"},
     {"tasks"},
     {"losses", "metrics"},
     {"models", "data"},

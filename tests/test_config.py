@@ -1,12 +1,13 @@
 """Configs: composition, overrides, errors; every paper preset loads and builds."""
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from densemtl.cli.main import main
-from densemtl.config import ConfigError, load_config
+from densemtl.config import ConfigError, config_from_dict, load_config
 from densemtl.engine.builders import build_model, dataset_info
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -86,3 +87,128 @@ def test_cli_reports_config_errors_without_traceback(capsys, tmp_path):
     assert main(["train", str(CONFIGS / "table1/synthia/sd/densemtl.yaml"), f"data.root={tmp_path / 'nowhere'}"]) == 2
     err = capsys.readouterr().err
     assert "nowhere does not exist" in err and "docs/datasets.md" in err
+
+
+# --- every key: type and range checked at load (issue: values were used unchecked) -----------------
+from densemtl.config import VALID_KEYS  # noqa: E402
+
+# keys whose only constraint is their type (booleans, free-form sections, paths, names)
+RANGELESS = {
+    "experiment", "run_name", "output_dir", "model.pretrained", "model.options", "data.root", "data.augment",
+    "data.options", "loss.options", "train.channels_last", "train.deterministic", "train.sync_bn", "train.freeze_bn",
+    "train.progress", "train.init_from", "train.init_depth_bias", "selfsup.enabled", "selfsup.pose_pretrained",
+    "selfsup.init_pose", "uda.target.root", "uda.target.augment", "uda.target.options", "uda.adversarial",
+    "eval.edge_boundary",
+}
+# a value of the right kind outside the key's range or allowed values
+OUT_OF_RANGE = {
+    "seed": -1, "tasks": "SXQ", "model.name": "nope", "model.backbone": "no_such_net", "data.dataset": "nope",
+    "data.size": [30, 40], "data.batch_size": 0, "data.val_batch_size": 0, "data.num_workers": -1,
+    "data.scale_crop": [-1.0, 1.5], "data.crop": [0, 16], "data.train_split": "nope", "data.val_split": "nope",
+    "data.limit_train": 0, "data.limit_val": 0, "loss.weighting": "nope", "optim.name": "rmsprop",
+    "optim.lr_backbone": -1e-4, "optim.lr_decoder": -1, "optim.betas": [0.9, 1.0], "optim.momentum": 1.5,
+    "optim.weight_decay": -0.1, "optim.clip_grad_norm": -1.0, "schedule.iterations": 0, "schedule.milestones": [0],
+    "schedule.gamma": -3, "train.log_every": -1, "train.eval_every": -1, "train.checkpoint_every": -1,
+    "train.image_every": -1, "train.amp": "fp32", "train.select_metric": "semseg/foo", "train.init_parts": [],
+    "selfsup.pose_source": "nope", "selfsup.pose_backbone": "no_such_net", "selfsup.smoothness": -1.0,
+    "selfsup.disparity_scales": [5], "selfsup.supervised_scales": [-1], "selfsup.lr_pose": -1.0,
+    "uda.target.dataset": "nope", "uda.target.size": [30, 40], "uda.target.crop": [16, 0],
+    "uda.target.train_split": "nope", "uda.target.val_split": "nope", "uda.target.limit_train": 0,
+    "uda.target.limit_val": 0, "uda.weight": -1.0, "uda.scales": [7], "uda.lr": -1.0, "uda.betas": [1.0, 0.9],
+    "uda.power": -1.0, "uda.depth_ref": 0.0, "eval.num_thresholds": 0,
+}
+WRONG_TYPES = [{"x": 1}, "abc", [["a"]], 1.5, True, -7]
+CONTEXT = {"uda.target": ["uda.target.dataset=nyud"]}  # target keys are checked against a target dataset
+
+
+def _dotlist(key, value):
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return f"{key}={text.removesuffix('...').strip()}"
+
+
+def _refused(key, value):
+    """``None`` if the config loads, else the ConfigError's message (anything else fails the test)."""
+    ctx = [o for prefix, opts in CONTEXT.items() if key.startswith(prefix + ".") and key != "uda.target.dataset" for o in opts]
+    try:
+        load_config(None, ["model.backbone=resnet18", *ctx, _dotlist(key, value)])
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def test_every_key_is_covered_by_the_fuzz_tables():
+    assert set(OUT_OF_RANGE) | RANGELESS == set(VALID_KEYS)
+    assert not set(OUT_OF_RANGE) & RANGELESS
+
+
+@pytest.mark.parametrize("key", VALID_KEYS)
+def test_fuzz_wrong_type_and_out_of_range_name_the_key(key):
+    refused = 0
+    for value in WRONG_TYPES + ([OUT_OF_RANGE[key]] if key in OUT_OF_RANGE else []):
+        msg = _refused(key, value)
+        if msg is None:
+            continue
+        refused += 1
+        assert key in msg and ("got" in msg or f"{key}=" in msg) and "\n" not in msg, (value, msg)
+    assert refused >= 1, f"{key}: no wrong-type value was refused"
+    if key in OUT_OF_RANGE:
+        msg = _refused(key, OUT_OF_RANGE[key])
+        assert msg is not None, f"{key}={OUT_OF_RANGE[key]!r} was accepted"
+    # the same through a Python dict (config_from_dict), e.g. a checkpoint's stored config
+    d: dict = {}
+    node = d
+    *path, last = key.split(".")
+    for p in path:
+        node = node.setdefault(p, {})
+    node[last] = {"x": 1} if key not in RANGELESS or not key.endswith("options") else "abc"
+    if key.startswith("uda.target.") and key != "uda.target.dataset":
+        d["uda"]["target"]["dataset"] = "nyud"
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        config_from_dict(d)
+
+
+def test_issue_examples_are_refused_at_load_with_the_key(tmp_path, capsys):
+    for override, needle in [("optim.lr_decoder=-1", "optim.lr_decoder: expected a number >= 0, got -1"),
+                             ("schedule.gamma=-3", "schedule.gamma: expected a number in (0, 1], got -3"),
+                             ("schedule.milestones=abc", "schedule.milestones: expected a list of integers >= 1, got 'abc'"),
+                             ("schedule.iterations=abc", "schedule.iterations: expected an integer >= 1, got 'abc'"),
+                             ("optim.betas=0.9", "optim.betas: expected a list of 2 numbers in [0, 1), got 0.9"),
+                             ("train.select_metric=semseg/foo", "train.select_metric: semseg reports mIoU, pixel_acc")]:
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"output_dir: {tmp_path / 'runs'}\nmodel: {{backbone: resnet18}}\ndata: {{root: {tmp_path}}}\n")
+        assert main(["train", str(cfg), override]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "runs").exists()  # refused before anything is created
+    # integral floats are integers (1e4), and the normalised value is what the run uses
+    cfg = load_config(None, ["schedule.iterations=1e4"])
+    assert cfg.schedule.iterations == 10000 and isinstance(cfg.schedule.iterations, int)
+    # a metric the meter reports only with an option: the error says which option
+    with pytest.raises(ConfigError, match=r"edges reports f1 \(odsF/oisF need eval.edge_boundary=true\)"):
+        load_config(None, ["tasks=SE", "train.select_metric=edges/odsF"])
+    assert load_config(None, ["tasks=SE", "train.select_metric=edges/odsF", "eval.edge_boundary=true"])
+
+
+def test_free_form_options_are_checked_by_their_owner():
+    with pytest.raises(ConfigError, match=r"model.options.mteb_scales: expected a list of integers, got 'abc'"):
+        load_config(None, ["model.options.mteb_scales=abc"])
+    with pytest.raises(ConfigError, match=r"model.options.foo: unknown option of model 'densemtl'.*fusion='add'"):
+        load_config(None, ["model.options.foo=1"])
+    with pytest.raises(ConfigError, match=r"loss.options.temperature: unknown option of weighting 'fixed'"):
+        load_config(None, ["loss.options.temperature=2"])
+    assert load_config(None, ["loss.weighting=dwa", "loss.options.temperature=3"]).loss.options.temperature == 3
+    with pytest.raises(ConfigError, match=r"data.options.size: set data.size instead"):
+        load_config(None, ["data.options.size=[64,64]"])
+    with pytest.raises(ConfigError, match=r"uda.target.options.label_set: dataset 'cityscapes' has label sets"):
+        load_config(None, ["uda.target.dataset=cityscapes", "uda.target.options.label_set=nope"])
+    # values checked where they are consumed name their key too
+    with pytest.raises(ConfigError, match=r"model.options.fusion must be one of \('add', 'prod', 'concat'\), got 'foo'"):
+        with torch.device("meta"):
+            build_model(load_config(None, ["model.backbone=resnet18", "model.options.fusion=foo"]), 8)
+    # a negative task weight would be gradient ascent on that task
+    from densemtl.engine.builders import build_weighting
+
+    with pytest.raises(ValueError, match=r"loss.options.weights.semseg: expected a number >= 0, got -1"):
+        build_weighting(load_config(None, ["loss.options.weights={semseg: -1, depth: 1}"]))

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from .args import out_file
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="convert checkpoints from/to the authors' released format",
@@ -14,7 +16,7 @@ def add_parser(sub) -> None:
 
     o = conv.add_parser("official", help="authors' state dict (.pkl) -> densemtl checkpoint")
     o.add_argument("file", help="the authors' file, e.g. sy_densemtl_SDN.pkl")
-    o.add_argument("--out", required=True, help="densemtl checkpoint to write")
+    o.add_argument("--out", required=True, type=out_file, help="densemtl checkpoint to write")
     o.add_argument("--tasks", default=None, help="expected task set (SD, SDN...); inferred from the keys")
     o.add_argument("--num-classes", type=int, default=None, help="expected class count; inferred from the keys")
     o.add_argument("--source-order", action="append", default=None, metavar="T=S1,S2",
@@ -33,7 +35,7 @@ def add_parser(sub) -> None:
 
     r = conv.add_parser("to-official", help="densemtl checkpoint -> authors' state dict (.pkl)")
     r.add_argument("checkpoint", help="densemtl checkpoint file or run directory")
-    r.add_argument("--out", required=True, help="authors' file to write")
+    r.add_argument("--out", required=True, type=out_file, help="authors' file to write")
     r.add_argument("--source-order", action="append", default=None, metavar="T=S1,S2",
                    help="source order to write in each fusion layer; default: the order recorded at conversion, "
                         "else canonical")
@@ -74,8 +76,11 @@ def run_to_official(args) -> int:
     order = args.source_order or conv.get("source_order")
     aliases = not args.no_aliases and (conv.get("layout") or {}).get("aliases", True)
     sd = export_official(ckpt["model"], ckpt["model_config"], source_order=order, aliases=aliases)
+    from ..fileio import naming
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(sd, out)
+    with naming(out):
+        torch.save(sd, out)
     print(f"wrote {out}: {len(sd)} tensors in the authors' format")
     return 0

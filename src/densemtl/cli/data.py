@@ -6,6 +6,8 @@ import json
 import sys
 import time
 
+from .args import out_dir
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="prepare, verify or generate datasets")
@@ -16,7 +18,7 @@ def add_parser(sub) -> None:
     prep.add_argument("--mat", required=True, help="nyu_depth_v2_labeled.mat (MATLAB v7.3)")
     prep.add_argument("--splits", required=True, help="official splits.mat (trainNdxs, testNdxs)")
     prep.add_argument("--mapping", required=True, help="classMapping40.mat (mapClass: 894 -> 40 classes)")
-    prep.add_argument("--out", required=True, help="output root")
+    prep.add_argument("--out", required=True, type=out_dir, help="output root")
     prep.add_argument("--limit", type=int, default=None, help="convert only the first N frames (testing)")
     prep.set_defaults(func=run_prepare)
 
@@ -30,7 +32,7 @@ def add_parser(sub) -> None:
     ver.set_defaults(func=run_verify)
 
     syn = dsub.add_parser("synth", help="generate the procedural indoor dataset (NYUDv2 layout)")
-    syn.add_argument("--out", required=True, help="output folder: new or empty (see --force)")
+    syn.add_argument("--out", required=True, type=out_dir, help="output folder: new or empty (see --force)")
     syn.add_argument("--force", action="store_true",
                      help="replace a non-empty --out folder whole (written aside, swapped in when complete)")
     syn.add_argument("--num", type=int, default=1000)
@@ -99,11 +101,14 @@ def run_verify(args) -> int:
 def run_synth(args) -> int:
     from ..data.synth import generate_dataset
 
+    from ..fileio import naming
+
     h, w = _wh(args.size)
     t0 = time.perf_counter()
-    out = generate_dataset(args.out, args.num, (h, w), args.seed, args.style, workers=args.workers,
-                           progress=sys.stderr.isatty(), sequences=args.sequences, motion=args.motion,
-                           overwrite=args.force)
+    with naming(args.out):
+        out = generate_dataset(args.out, args.num, (h, w), args.seed, args.style, workers=args.workers,
+                               progress=sys.stderr.isatty(), sequences=args.sequences, motion=args.motion,
+                               overwrite=args.force)
     print(f"wrote {args.num} procedural scenes ({w}x{h}, seed {args.seed}, style {args.style}) to {out} "
           f"in {time.perf_counter() - t0:.1f} s; read it with dataset 'procedural' (data.dataset=procedural)")
     return 0

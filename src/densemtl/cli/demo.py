@@ -7,6 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .args import out_dir
+
 DEMO_METHODS = (("stl_semseg", "stl", "S"), ("stl_depth", "stl", "D"), ("stl_normals", "stl", "N"),
                 ("mtl", "mtl", "SDN"), ("padnet3ways", "padnet3ways", "SDN"), ("densemtl", "densemtl", "SDN"))
 # --uda: procedural source (default style) -> target (shifted style), task set S-D (Table 6 rows)
@@ -17,7 +19,7 @@ UDA_METHODS = (("stl_uda_semseg", "stl", "S", True), ("stl_uda_depth", "stl", "D
 
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="small end-to-end comparison on the bundled procedural dataset")
-    p.add_argument("--out", default=None, help="output folder (default outputs/demo, or outputs/demo_uda with --uda)")
+    p.add_argument("--out", default=None, type=out_dir, help="output folder (default outputs/demo, or outputs/demo_uda with --uda)")
     p.add_argument("--iterations", type=int, default=120)
     p.add_argument("--num-images", type=int, default=600)
     p.add_argument("--size", default="80x64", help="WxH (default 80x64)")
@@ -47,7 +49,7 @@ def demo_config(name, model, tasks, args, data_root, out, target_root=None, adve
                  "val_batch_size": 32, "num_workers": 0},
         # one recipe for every method at this scale (random init, short schedule)
         "optim": {"name": "adam", "lr_backbone": 1e-3, "lr_decoder": 1e-3, "betas": [0.9, 0.98], "clip_grad_norm": 10.0},
-        "schedule": {"iterations": n, "milestones": [int(n * 0.8)], "gamma": 0.1},
+        "schedule": {"iterations": n, "milestones": [max(1, int(n * 0.8))], "gamma": 0.1},
         "train": {"log_every": 10, "eval_every": n, "checkpoint_every": n, "image_every": n, "progress": True},
     })
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .args import out_dir, out_file
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a run or checkpoint on a split")
@@ -14,10 +16,10 @@ def add_parser(sub) -> None:
                                                    "the target's, whose root is uda.target.root)")
     p.add_argument("--domain", choices=["auto", "source", "target"], default="auto",
                    help="UDA runs: evaluate on the target domain (auto) or on the source data")
-    p.add_argument("--save-predictions", metavar="DIR", help="write decoded predictions (<id>.npz) here")
+    p.add_argument("--save-predictions", metavar="DIR", type=out_dir, help="write decoded predictions (<id>.npz) here")
     p.add_argument("--no-boundary", action="store_true", help="skip ODS/OIS edge F (slow)")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--json", metavar="FILE", type=out_file, help="also write the metrics as JSON")
     p.set_defaults(func=run)
 
 
@@ -26,10 +28,10 @@ def run(args) -> int:
     from omegaconf import OmegaConf
 
     from ..config import apply_overrides, config_from_dict
-    from ..engine import builders, check_model_config, load_checkpoint
+    from ..engine import builders, load_checkpoint, model_from_checkpoint
     from ..engine.distributed import init_from_env, is_main
     from ..engine.evaluate import evaluate
-    from ..models import model_from_config
+    from ..fileio import naming
 
     ckpt = load_checkpoint(args.target)
     device = init_from_env()
@@ -39,9 +41,7 @@ def run(args) -> int:
         raise ValueError(f"{ckpt['path']} holds no training config: give the data, e.g. data.dataset=nyud data.root=/path")
     if args.batch_size:
         cfg.data.val_batch_size = args.batch_size
-    model = model_from_config(ckpt["model_config"])
-    check_model_config(ckpt, model.model_config)
-    model.load_state_dict(ckpt["model"])
+    model = model_from_checkpoint(ckpt)
     model.to(device)
     if cfg.uda.target.dataset and args.domain != "source":
         cfg = builders.target_config(cfg)
@@ -61,5 +61,6 @@ def run(args) -> int:
             shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("IoU_")}
             print(f"  {t}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
         if args.json:
-            Path(args.json).write_text(json.dumps({"checkpoint": ckpt["path"], "split": args.split, "metrics": results}, indent=2))
+            with naming(args.json):
+                Path(args.json).write_text(json.dumps({"checkpoint": ckpt["path"], "split": args.split, "metrics": results}, indent=2))
     return 0

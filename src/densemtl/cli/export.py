@@ -5,13 +5,15 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from .args import out_file
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "export", help="export a checkpoint to ONNX (image in [0, 1] -> evaluated predictions of every task)"
     )
     p.add_argument("checkpoint", help="densemtl checkpoint file or run directory")
-    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="ONNX file to write")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", type=out_file, help="ONNX file to write")
     p.add_argument("--size", default=None, metavar="HxW",
                    help="input height x width, multiples of 16 (default: the checkpoint's training size)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
@@ -40,20 +42,13 @@ def default_size(ckpt: dict) -> tuple[int, int] | None:
 
 
 def run(args) -> int:
-    from ..engine import load_checkpoint
+    from ..engine import load_checkpoint, model_from_checkpoint
     from ..export import export_onnx, parse_size, verify_onnx
-    from ..models import model_from_config
 
     if args.size is not None:
         size = parse_size(args.size)  # fail on a bad size before reading the checkpoint
     ckpt = load_checkpoint(args.checkpoint)
-    if not isinstance(ckpt.get("model_config"), dict) or "model" not in ckpt:
-        raise ValueError(f"{ckpt['path']} has no model_config/model entries; it cannot be rebuilt")
-    model = model_from_config(ckpt["model_config"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise ValueError(f"{ckpt['path']}: the weights do not fit the recorded model_config: {e}") from e
+    model = model_from_checkpoint(ckpt)
     model.eval()
     if args.size is None:
         size = default_size(ckpt)

@@ -33,10 +33,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"densemtl {args.command}: error: {msg}", file=sys.stderr)
+    except (ValueError, KeyError, TypeError, OSError, FloatingPointError) as e:
+        print(f"densemtl {args.command}: error: {error_message(e)}", file=sys.stderr)
         return 2
+
+
+def error_message(e: Exception) -> str:
+    """The one-line message of an error a user can cause (a bad file, key, path or disk)."""
+    from ..fileio import os_error_message
+
+    if isinstance(e, OSError):
+        return os_error_message(e)
+    return str(e.args[0] if isinstance(e, KeyError) and e.args else e)
 
 
 if __name__ == "__main__":

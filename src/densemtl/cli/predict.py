@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .args import out_dir, size_hw
+
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -18,10 +20,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict every task on images and write colourised results")
     p.add_argument("checkpoint", help="checkpoint file or run directory")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, type=out_dir, help="output folder")
     p.add_argument("--mode", choices=["resize", "pad"], default="resize",
                    help="resize to the training size (default) or pad to a multiple of 16; results are mapped back to the original size")
-    p.add_argument("--size", default=None, help="HxW to resize to (default: the training size)")
+    p.add_argument("--size", default=None, type=size_hw, help="HxW to resize to (default: the training size)")
     p.set_defaults(func=run)
 
 
@@ -95,14 +97,13 @@ def run(args) -> int:
     import numpy as np
 
     from ..data.io import read_rgb, write_png
-    from ..engine import load_checkpoint
-    from ..models import model_from_config
+    from ..engine import load_checkpoint, model_from_checkpoint
+    from ..fileio import naming
     from ..tasks import get_task
     from ..viz import side_by_side
 
     ckpt = load_checkpoint(args.checkpoint)
-    model = model_from_config(ckpt["model_config"])
-    model.load_state_dict(ckpt["model"])
+    model = model_from_checkpoint(ckpt)
     model.eval()
     size = None
     if args.size:
@@ -132,7 +133,8 @@ def run(args) -> int:
             write_png(out / f"{name}_{t}.png", rgb)
             panels.append(rgb)
             if t == "depth":
-                np.save(out / f"{name}_depth.npy", p[0].astype(np.float32))
+                with naming(out / f"{name}_depth.npy"):
+                    np.save(out / f"{name}_depth.npy", p[0].astype(np.float32))
         write_png(out / f"{name}_all.png", side_by_side(panels))
     print(f"wrote predictions of {len(files)} image(s) for tasks {', '.join(model.tasks)} to {out}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .args import out_file
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("table", help="compare runs: mean +- std across seeds and Delta vs single-task runs")
@@ -12,8 +14,8 @@ def add_parser(sub) -> None:
     p.add_argument("--layout", choices=["auto", "tasks", "classes"], default="auto",
                    help="tasks: one column per task; classes: per-class IoU columns (Table 5); auto: classes for "
                         "self-supervised depth runs, tasks otherwise")
-    p.add_argument("--csv", metavar="FILE", help="also write CSV")
-    p.add_argument("--markdown", metavar="FILE", help="also write markdown")
+    p.add_argument("--csv", metavar="FILE", type=out_file, help="also write CSV")
+    p.add_argument("--markdown", metavar="FILE", type=out_file, help="also write markdown")
     p.set_defaults(func=run)
 
 

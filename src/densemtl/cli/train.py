@@ -44,7 +44,7 @@ def adopt_checkpoint_options(cfg, path) -> None:
 def run(args) -> int:
     from ..config import load_config
     from ..engine import Trainer, run_dir_for
-    from ..engine.distributed import is_main
+    from ..engine.rundir import discard_if_unstarted
 
     overrides = list(args.overrides)
     if args.config and "=" in args.config:  # `densemtl train --resume DIR key=value`
@@ -68,8 +68,19 @@ def run(args) -> int:
         if (run_dir / "checkpoints" / "last.pt").is_file() and not args.force:
             raise FileExistsError(f"{run_dir} already holds a run: continue it with `densemtl train --resume {run_dir}`, "
                                   f"choose another run_name=..., or pass --force")
-        trainer = Trainer(cfg, run_dir=run_dir)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise FileExistsError(f"{run_dir} is a file; the run directory (output_dir/experiment/run_name) must be a folder")
+        with discard_if_unstarted(run_dir):
+            trainer = Trainer(cfg, run_dir=run_dir)
+            best = trainer.train()
+        return _report(trainer, best)
     best = trainer.train()
+    return _report(trainer, best)
+
+
+def _report(trainer, best) -> int:
+    from ..engine.distributed import is_main
+
     if is_main():
         print(f"run directory: {trainer.run_dir}")
         if best:

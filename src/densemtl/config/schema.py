@@ -3,8 +3,11 @@
 Configs are YAML files composed with ``_base_: [relative/path.yaml, ...]`` (merged in order,
 then the file itself), overridden on the command line with dotted ``key=value``. An unknown
 key is an error that lists the valid ones. ``model.options``, ``data.options`` and
-``loss.options`` are free-form (validated by the model / dataset / weighting they go to).
+``loss.options`` are free-form (their keys are the options of the model / dataset / weighting
+they go to). ``SPEC`` gives every key's type and range, checked when a config is loaded.
 """
+
+from .types import AnyOf, Bool, Int, ListOf, Mapping, Maybe, Number, Size, Text
 
 DEFAULTS = {
     "experiment": "default",       # run name; runs/<experiment>/<run_name>
@@ -107,3 +110,148 @@ DEFAULTS = {
 }
 
 FREE_FORM = ("model.options", "data.options", "loss.options", "uda.target.options")
+
+
+def _models():
+    from ..models import list_models
+
+    return list_models()
+
+
+def _datasets():
+    from ..data import list_datasets
+
+    return list_datasets()
+
+
+def _weightings():
+    from ..losses import list_weightings
+
+    return list_weightings()
+
+
+def _backbones(value: str) -> bool:
+    import timm
+
+    return timm.is_model(value)
+
+
+class Backbone(Text):
+    """A timm model name."""
+
+    def __init__(self):
+        super().__init__(expected="a timm model name (see timm.list_models()), e.g. resnet101")
+
+    def __call__(self, value):
+        from .types import Invalid
+
+        value = super().__call__(value)
+        if not _backbones(value):
+            raise Invalid("unknown to timm")
+        return value
+
+
+class Tasks(Text):
+    """A task set: letters (``SD``), names (``semseg,depth``) or a list of names."""
+
+    def __init__(self):
+        super().__init__(expected="a task set, e.g. SD, SDN or [semseg, depth]")
+
+    def __call__(self, value):
+        from ..tasks import parse_task_set
+        from .types import Invalid
+
+        if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
+            raise Invalid()
+        try:
+            parse_task_set(value)
+        except (ValueError, KeyError) as e:
+            raise Invalid(str(e.args[0] if e.args else e)) from None
+        return value
+
+
+SCALES = Int(0, 4)  # output scales of the models: 0 (full resolution) .. 4
+BETAS = ListOf(Number(0, 1, hi_open=True), size=2)
+PATH = Text(expected="a path")
+WEIGHTS = AnyOf(Bool(), PATH, expected="true, false or a weights file path")
+SIZE = Size(16)  # network input sides are multiples of the models' size divisor (16)
+
+SPEC = {
+    "experiment": Text(numbers=True),
+    "run_name": Maybe(Text(numbers=True)),
+    "output_dir": PATH,
+    "seed": Int(0, 2**32 - 1),
+    "tasks": Tasks(),
+    "model.name": Text(_models),
+    "model.backbone": Backbone(),
+    "model.pretrained": WEIGHTS,
+    "model.options": Mapping(),
+    "data.dataset": Text(_datasets),
+    "data.root": Maybe(PATH),
+    "data.size": Maybe(SIZE),
+    "data.batch_size": Int(1),
+    "data.val_batch_size": Int(1),
+    "data.num_workers": Int(0),
+    "data.augment": Bool(),
+    "data.scale_crop": Maybe(ListOf(Number(0, lo_open=True), size=2)),
+    "data.crop": Maybe(SIZE),
+    "data.train_split": Text(),
+    "data.val_split": Text(),
+    "data.limit_train": Maybe(Int(1)),
+    "data.limit_val": Maybe(Int(1)),
+    "data.options": Mapping(),
+    "loss.weighting": Text(_weightings),
+    "loss.options": Mapping(),
+    "optim.name": Text(("adam", "sgd")),
+    "optim.lr_backbone": Number(0),
+    "optim.lr_decoder": Number(0),
+    "optim.betas": BETAS,
+    "optim.momentum": Number(0, 1, hi_open=True),
+    "optim.weight_decay": Number(0),
+    "optim.clip_grad_norm": Maybe(Number(0)),
+    "schedule.iterations": Int(1),
+    "schedule.milestones": ListOf(Int(1), distinct=True),
+    "schedule.gamma": Number(0, 1, lo_open=True),
+    "train.log_every": Int(0),
+    "train.eval_every": Int(0),
+    "train.checkpoint_every": Int(0),
+    "train.image_every": Int(0),
+    "train.amp": Maybe(Text(("bf16", "fp16"))),
+    "train.channels_last": Bool(),
+    "train.deterministic": Bool(),
+    "train.sync_bn": Bool(),
+    "train.freeze_bn": Bool(),
+    "train.select_metric": Text(expected="auto or task/metric, e.g. semseg/mIoU"),
+    "train.progress": Bool(),
+    "train.init_from": Maybe(PATH),
+    "train.init_parts": Maybe(ListOf(Text(), min_size=1)),
+    "train.init_depth_bias": Bool(),
+    "selfsup.enabled": Bool(),
+    "selfsup.pose_source": Text(("network", "dataset")),
+    "selfsup.pose_backbone": Backbone(),
+    "selfsup.pose_pretrained": WEIGHTS,
+    "selfsup.smoothness": Number(0),
+    "selfsup.disparity_scales": ListOf(SCALES, min_size=1, distinct=True),
+    "selfsup.supervised_scales": ListOf(SCALES, distinct=True),
+    "selfsup.lr_pose": Maybe(Number(0)),
+    "selfsup.init_pose": Maybe(PATH),
+    "uda.target.dataset": Maybe(Text(_datasets)),
+    "uda.target.root": Maybe(PATH),
+    "uda.target.size": Maybe(SIZE),
+    "uda.target.crop": Maybe(SIZE),
+    "uda.target.augment": Bool(),
+    "uda.target.options": Mapping(),
+    "uda.target.train_split": Text(),
+    "uda.target.val_split": Text(),
+    "uda.target.limit_train": Maybe(Int(1)),
+    "uda.target.limit_val": Maybe(Int(1)),
+    "uda.adversarial": Bool(),
+    "uda.weight": Number(0),
+    "uda.scales": Maybe(ListOf(SCALES, min_size=1, distinct=True)),
+    "uda.lr": Number(0),
+    "uda.betas": BETAS,
+    "uda.power": Number(0),
+    "uda.depth_ref": Number(0, lo_open=True),
+    "eval.edge_boundary": Bool(),
+    "eval.num_thresholds": Int(1),
+}

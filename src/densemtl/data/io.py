@@ -129,5 +129,10 @@ def write_png(path: Path, arr: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if arr.ndim == 3 and arr.shape[2] == 3:
         arr = arr[..., ::-1]
-    if not cv2.imwrite(str(path), np.ascontiguousarray(arr)):
-        raise DataError(f"{path}: could not write PNG")
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(arr))
+    if not ok:
+        raise DataError(f"{path}: could not encode a PNG from an array {arr.shape} {arr.dtype}")
+    try:
+        path.write_bytes(png)
+    except OSError as e:  # name the file also when the write itself fails (full disk)
+        raise OSError(e.errno, e.strerror, str(path)) from None

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..config import ConfigError
 from ..data import collate, create_dataset, get_dataset_class
 from ..losses import create_weighting
-from ..models import create_model
+from ..models import create_model, model_options
 from ..tasks import parse_task_set
 from .distributed import rank, world_size
 from .sampler import ResumableSampler
@@ -95,11 +96,19 @@ def build_eval_data(cfg: DictConfig, train_set):
 
 
 def build_model(cfg: DictConfig, num_classes: int | None):
+    """The configured model; an option value the model refuses (``fusion must be one of ...``)
+    is a :class:`ConfigError` naming its key (``model.options.fusion``)."""
     tasks = parse_task_set(cfg.tasks)
     pretrained = cfg.model.pretrained
-    return create_model(cfg.model.name, tasks, num_classes=num_classes if "semseg" in tasks else None,
-                        backbone=cfg.model.backbone, pretrained=pretrained if pretrained else False,
-                        **(_plain(cfg.model.options) or {}))
+    try:
+        return create_model(cfg.model.name, tasks, num_classes=num_classes if "semseg" in tasks else None,
+                            backbone=cfg.model.backbone, pretrained=pretrained if pretrained else False,
+                            **(_plain(cfg.model.options) or {}))
+    except ValueError as e:
+        opt = next((k for k in model_options(cfg.model.name) if str(e).startswith(f"{k} ")), None)
+        if opt is None:
+            raise
+        raise ConfigError(f"model.options.{e}") from None
 
 
 def build_weighting(cfg: DictConfig):

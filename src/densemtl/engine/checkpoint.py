@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ..fileio import UnreadableFile, os_cause, torch_load
+
 FORMAT = "densemtl-checkpoint"
 
 
@@ -22,28 +24,66 @@ def _write(obj, path: Path) -> None:
         os.fsync(f.fileno())
 
 
+TMP_INFIX = ".tmp-"  # temporary files: .<name>.tmp-<pid>
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path in ``path``'s folder; when the block succeeds it replaces
     ``path`` (``os.replace``), otherwise it is removed. Readers see the old file or the new
-    one, never part of one (also after a crash or SIGKILL)."""
+    one, never part of one (also after a crash or SIGKILL). A failed write (full disk,
+    read-only folder), also one a library reports as ``RuntimeError``, is an ``OSError``
+    naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TMP_INFIX}{os.getpid()}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        err = os_cause(e)
+        if err is None or err.filename not in (None, str(tmp), str(path)):
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def remove_stale_temporaries(folder: str | Path, log=None) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` in ``folder`` whose process is gone
+    (a write interrupted by SIGKILL, a crash or a power cut); returns them, ``log`` says so."""
+    removed = []
+    for f in Path(folder).glob(f".*{TMP_INFIX}*"):
+        pid = f.name.rsplit(TMP_INFIX, 1)[1]
+        if not pid.isdigit() or (int(pid) != os.getpid() and not _alive(int(pid))):
+            f.unlink(missing_ok=True)
+            removed.append(f)
+            if log is not None:
+                log(f"removed {f}: left by an interrupted checkpoint write")
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (:func:`atomic_path`, with fsync of the file and
-    its folder)."""
+    its folder). A failed write is an ``OSError`` naming ``path``; the previous file is kept."""
     path = Path(path)
-    with atomic_path(path) as tmp:
-        _write({"format": FORMAT, **state}, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            _write({"format": FORMAT, **state}, tmp)
+    except OSError as e:
+        e.note = "the checkpoint was not written" + ("; the previous one is unchanged" if path.is_file() else "")
+        raise
     try:
         fd = os.open(path.parent, os.O_RDONLY)
         os.fsync(fd)
@@ -65,9 +105,14 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); the file is corrupt or truncated") from e
+        ckpt = torch_load(path)
+    except UnreadableFile as e:
+        if e.reason == "format":
+            raise CheckpointError(f"{path}: not a checkpoint: neither a torch.save zip archive nor a pickle ({e.detail}); "
+                                  f"the file is corrupt or truncated, or another kind of file") from None
+        if e.reason == "objects":
+            raise CheckpointError(f"{path}: not a densemtl checkpoint: {e.text} ({e.detail})") from None
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.detail}); the file is corrupt or truncated") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a densemtl checkpoint (use `densemtl convert` for other formats)")
     ckpt["path"] = str(path)
@@ -91,6 +136,49 @@ def check_model_config(ckpt: dict, model_config: dict, what: str = "checkpoint")
             + "\nUse the run's own config (its run directory holds config.yaml), or `densemtl eval`, which rebuilds "
             "the model from the checkpoint."
         )
+
+
+def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
+    """The model a checkpoint records (``model_config``) with its weights (``model``); a
+    checkpoint whose weights do not fit its ``model_config`` is a :class:`CheckpointError`
+    listing the missing, unexpected and mis-shaped tensors."""
+    from ..models import model_from_config
+
+    where = ckpt.get("path", "checkpoint")
+    mc = ckpt.get("model_config")
+    if not isinstance(mc, dict) or not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(f"{where} has no model_config/model entries; the model cannot be rebuilt")
+    try:
+        model = model_from_config(mc)
+    except (ValueError, TypeError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise CheckpointError(f"{where}: its model_config cannot be built ({msg})") from None
+    check_model_config(ckpt, model.model_config)
+    load_weights(model, ckpt["model"], where)
+    return model
+
+
+def load_weights(model: torch.nn.Module, state: dict, source: str = "checkpoint") -> None:
+    """``model.load_state_dict(state)`` (strict), with the differences in one line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} in the file vs {tuple(own[k].shape)} in the model" for k in own
+              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es), e.g. {'; '.join(shapes[:3])}")
+        if missing:
+            parts.append(f"{len(missing)} tensor(s) missing, e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected tensor(s), e.g. {', '.join(unexpected[:3])}")
+        raise CheckpointError(f"{source}: the weights do not fit the model its model_config describes: "
+                              + "; ".join(parts) + " (the file was edited or mixes two models)")
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{source}: the weights cannot be loaded ({str(e).splitlines()[0]})") from None
 
 
 def load_parts(model: torch.nn.Module, state: dict, parts: list[str], source: str = "checkpoint") -> list[str]:

@@ -5,6 +5,8 @@ checkpoints. A hook that keeps state across a resume defines ``state_dict`` /
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 from ..tasks import get_task
 from .distributed import is_main
+from .signals import raise_terminated
 
 
 class HookBase:
@@ -33,6 +36,23 @@ class HookBase:
 
 def _due(trainer, every: int) -> bool:
     return bool(every) and (trainer.iter % int(every) == 0 or trainer.iter == trainer.max_iter)
+
+
+class TerminationHook(HookBase):
+    """Turns SIGTERM into :class:`Terminated` while training runs (main thread only); the
+    previous handler is restored afterwards."""
+
+    signals = (signal.SIGTERM,)
+
+    def before_train(self, trainer):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, raise_terminated) for s in self.signals}
+
+    def after_train(self, trainer):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        self.previous = {}
 
 
 class ProgressHook(HookBase):
@@ -179,4 +199,5 @@ class CheckpointHook(HookBase):
 
 
 def default_hooks(cfg) -> list[HookBase]:
-    return [ProgressHook(), LogHook(), EvalHook(), BestCheckpointHook(cfg.train.select_metric), ImageHook(), CheckpointHook()]
+    return [TerminationHook(), ProgressHook(), LogHook(), EvalHook(), BestCheckpointHook(cfg.train.select_metric), ImageHook(),
+            CheckpointHook()]

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from ..metrics import multitask_delta
 from ..models import model_options
 from ..tasks import directions, get_task, parse_task_set
+from .rundir import MetricsLog
 
 METHOD_LABELS = {"stl": "STL", "mtl": "MTL", "padnet": "PAD-Net", "padnet3ways": "3-ways PAD-Net", "densemtl": "DenseMTL"}
 LAYOUTS = ("auto", "tasks", "classes")
@@ -25,7 +26,7 @@ def load_run(run_dir: str | Path, which: str = "last") -> dict:
     if not cfg_path.is_file() or not log_path.is_file():
         raise FileNotFoundError(f"{run_dir}: not a densemtl run directory (config.yaml and metrics.jsonl expected)")
     cfg = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True)
-    evals = [json.loads(line) for line in log_path.read_text().splitlines() if '"type": "eval"' in line]
+    evals = [r for r in MetricsLog(log_path).read() if r.get("type") == "eval"]
     if not evals:
         raise ValueError(f"{run_dir}: no evaluation recorded yet")
     rec = max(evals, key=lambda r: r["score"]) if which == "best" else evals[-1]

@@ -16,13 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..tasks import parse_task_set
 from . import builders, warmstart
-from .checkpoint import check_model_config, load_checkpoint, save_checkpoint
+from .checkpoint import check_model_config, load_checkpoint, load_weights, save_checkpoint
 from .distributed import barrier, init_from_env, is_distributed, is_main
 from .evaluate import amp_context, evaluate
 from .hooks import default_hooks
 from .objectives import OBJECTIVES, StepContext, objective_classes
 from .rng import rng_state, seed_everything, set_rng_state
 from .rundir import RunDirectory, environment, run_dir_for
+from .signals import exit_code
 
 
 class Trainer:
@@ -133,7 +134,7 @@ class Trainer:
         path = self.run.checkpoints / "last.pt"
         ckpt = load_checkpoint(path)
         check_model_config(ckpt, self.model.model_config, "last checkpoint")
-        self.model.load_state_dict(ckpt["model"])
+        load_weights(self.model, ckpt["model"], str(path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.weighting.load_state_dict(ckpt["weighting"])
@@ -220,12 +221,12 @@ class Trainer:
                         self.weighting.epoch_end()
                     if self.iter >= self.max_iter:
                         break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (TerminationHook)
             if is_main():
                 path = self.save_checkpoint("last.pt")
                 print(f"\ninterrupted at iteration {self.iter}: saved {path}; continue with "
                       f"`densemtl train --resume {self.run.path}`")
-            raise SystemExit(130)
+            raise SystemExit(exit_code(e))
         finally:
             for h in self.hooks:
                 h.after_train(self)

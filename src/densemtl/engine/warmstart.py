@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..tasks import Task, get_task
-from .checkpoint import check_model_config, load_checkpoint, load_parts
+from .checkpoint import check_model_config, load_checkpoint, load_parts, load_weights
 
 # parts of train.init_parts that are not model weights (they belong to an objective)
 NON_MODEL_PARTS = ("posenet",)
@@ -24,7 +24,7 @@ def init_model(model: torch.nn.Module, checkpoint: dict | None, parts) -> None:
         return
     if parts is None:
         check_model_config(checkpoint, model.model_config, "init_from checkpoint")
-        model.load_state_dict(checkpoint["model"])
+        load_weights(model, checkpoint["model"], checkpoint["path"])
         return
     parts = [p for p in parts if p not in NON_MODEL_PARTS]
     if parts:

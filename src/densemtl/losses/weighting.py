@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable, Iterable, Mapping
 
@@ -41,6 +42,12 @@ def register_weighting(name: str):
 
 def list_weightings() -> list[str]:
     return WEIGHTINGS.names()
+
+
+def weighting_options(name: str) -> dict[str, object]:
+    """Options of a weighting method (``loss.options``) and their defaults."""
+    params = inspect.signature(WEIGHTINGS.get(name).__init__).parameters
+    return {k: (None if p.default is p.empty else p.default) for k, p in params.items() if k not in ("self", "tasks")}
 
 
 def create_weighting(name: str, tasks: Iterable[str], **options) -> "WeightMethod":
@@ -101,7 +108,15 @@ class FixedWeights(WeightMethod):
         unknown = sorted(set(weights) - set(self.tasks))
         missing = [t for t in self.tasks if t not in weights]
         if unknown or missing:
-            raise ValueError(f"task weights must name exactly the tasks {list(self.tasks)}; missing {missing}, unknown {unknown}")
+            raise ValueError(f"loss.options.weights: the task weights must name exactly the tasks {list(self.tasks)}; "
+                             f"missing {missing}, unknown {unknown}")
+        bad = {t: w for t, w in weights.items()
+               if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0}
+        if bad:
+            t, w = next(iter(bad.items()))
+            raise ValueError(f"loss.options.weights.{t}: expected a number >= 0, got {w!r}")
+        if not any(weights[t] > 0 for t in self.tasks):
+            raise ValueError(f"loss.options.weights: at least one task weight must be > 0, got {dict(weights)}")
         self._w = {t: float(weights[t]) for t in self.tasks}
 
     def weights(self):

@@ -15,6 +15,8 @@ import timm
 import torch
 import torch.nn as nn
 
+from ..fileio import UnreadableFile, torch_load
+
 EXPECTED_REDUCTIONS = (2, 4, 8, 16, 16)
 _STRIP_PREFIXES = ("module.", "model.", "backbone.encoder.", "encoder.", "backbone.")
 
@@ -68,8 +70,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
             sd = load_file(str(path))
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or truncated file
+            sd = torch_load(path)
+    except UnreadableFile as e:
+        raise ValueError(f"cannot read weights file {path}: {e.text} ({e.detail})") from None
+    except Exception as e:  # corrupt or truncated safetensors file
         raise ValueError(f"cannot read weights file {path}: {e}") from e
     for key in ("state_dict", "model", "model_state"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):

@@ -13,6 +13,7 @@ registered later). It never depends on Python's string hashing.
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable
 
 import numpy as np
@@ -141,6 +142,13 @@ class Task:
     def meter(self, **options):
         """A fresh streaming meter (:class:`densemtl.tasks.meter.Meter`) for this task's metrics."""
         raise NotImplementedError
+
+    def metric_names(self, **options) -> list[str]:
+        """Names of the metrics :meth:`meter` reports with these options (e.g. to check a
+        ``task/metric`` before any evaluation)."""
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            return list(self.meter(**options).compute())
 
     def metric_higher_is_better(self, metric: str) -> bool:
         """Direction of one of the meter's metrics."""

@@ -8,6 +8,7 @@ from typing import Mapping
 import torch
 
 from ...engine.checkpoint import FORMAT
+from ...fileio import UnreadableFile, torch_load
 from .errors import ConversionError, listing
 
 
@@ -17,14 +18,16 @@ def read_official(path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        if "Weights only load failed" in str(e):
-            raise ConversionError(f"{path}: not a state dict: the file holds Python objects other than tensors "
-                                  f"({first})") from e
-        raise ConversionError(f"{path}: cannot read the file ({type(e).__name__}: {first}); it is truncated or "
-                              f"corrupt (download it again)") from e
+        obj = torch_load(path)
+    except UnreadableFile as e:
+        if e.reason == "format":
+            raise ConversionError(f"{path}: not a checkpoint: neither a torch.save zip archive nor a pickle "
+                                  f"({e.detail}); it is truncated or corrupt (download it again) or another kind "
+                                  f"of file") from None
+        if e.reason == "objects":
+            raise ConversionError(f"{path}: not a state dict: {e.text} ({e.detail})") from None
+        raise ConversionError(f"{path}: cannot read the file ({e.detail}); it is truncated or corrupt (download it "
+                              f"again)") from None
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         raise ConversionError(f"{path}: already a densemtl checkpoint, nothing to convert")
     if not isinstance(obj, Mapping) or not obj:
