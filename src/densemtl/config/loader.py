@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ..data import get_dataset_class
+from ..losses import weighting_options
+from ..models import model_options
+from ..tasks import get_task, parse_task_set
 from .schema import DEFAULTS, FREE_FORM, SPEC
-from .types import check_value, like, show
-
-
-class ConfigError(ValueError):
-    """A bad config file or key."""
+from .types import ConfigError, check_value, like, show
 
 
 def _flat_keys(d: dict, prefix: str = "") -> list[str]:
@@ -174,9 +175,6 @@ def validate(cfg: DictConfig) -> None:
 
 def _check_across(c: dict) -> None:
     """Checks that involve several keys or a registry (datasets' splits, model options...)."""
-    from ..data import get_dataset_class
-    from ..tasks import parse_task_set
-
     tasks = parse_task_set(c["tasks"])
     if c["train"]["init_parts"] is not None and not c["train"]["init_from"]:
         raise ConfigError("train.init_parts needs train.init_from (the checkpoint to take the parts from)")
@@ -203,8 +201,6 @@ def _check_across(c: dict) -> None:
 
 def _options_of(fn, skip: set[str]) -> dict:
     """Keyword parameters of ``fn`` (or a class's ``__init__`` along its bases) and their defaults."""
-    import inspect
-
     out: dict = {}
     targets = [k.__init__ for k in fn.__mro__ if "__init__" in vars(k)] if inspect.isclass(fn) else [fn]
     for f in targets:
@@ -229,14 +225,10 @@ def _check_options(section: str, owner: str, given: dict, valid: dict, reserved:
 
 
 def _check_model_options(name: str, options: dict) -> None:
-    from ..models import model_options
-
     _check_options("model.options", f"model '{name}'", options, model_options(name))
 
 
 def _check_weighting_options(name: str, options: dict) -> None:
-    from ..losses import weighting_options
-
     _check_options("loss.options", f"weighting '{name}'", options, weighting_options(name))
 
 
@@ -259,9 +251,6 @@ def _check_dataset_options(prefix: str, cls, options: dict) -> None:
 def _check_select_metric(c: dict, tasks: tuple[str, ...]) -> None:
     """``train.select_metric``: ``auto`` or ``task/metric`` with a task of the run and a metric
     its meter reports (checked now, not at the first evaluation)."""
-    from ..data import get_dataset_class
-    from ..tasks import get_task
-
     sel = c["train"]["select_metric"]
     if sel == "auto":
         return

@@ -7,7 +7,13 @@ key is an error that lists the valid ones. ``model.options``, ``data.options`` a
 they go to). ``SPEC`` gives every key's type and range, checked when a config is loaded.
 """
 
-from .types import AnyOf, Bool, Int, ListOf, Mapping, Maybe, Number, Size, Text
+import timm
+
+from ..data import list_datasets
+from ..losses import list_weightings
+from ..models import list_models
+from ..tasks import parse_task_set
+from .types import AnyOf, Bool, Int, Invalid, ListOf, Mapping, Maybe, Number, Size, Text
 
 DEFAULTS = {
     "experiment": "default",       # run name; runs/<experiment>/<run_name>
@@ -113,26 +119,18 @@ FREE_FORM = ("model.options", "data.options", "loss.options", "uda.target.option
 
 
 def _models():
-    from ..models import list_models
-
     return list_models()
 
 
 def _datasets():
-    from ..data import list_datasets
-
     return list_datasets()
 
 
 def _weightings():
-    from ..losses import list_weightings
-
     return list_weightings()
 
 
 def _backbones(value: str) -> bool:
-    import timm
-
     return timm.is_model(value)
 
 
@@ -143,8 +141,6 @@ class Backbone(Text):
         super().__init__(expected="a timm model name (see timm.list_models()), e.g. resnet101")
 
     def __call__(self, value):
-        from .types import Invalid
-
         value = super().__call__(value)
         if not _backbones(value):
             raise Invalid("unknown to timm")
@@ -158,9 +154,6 @@ class Tasks(Text):
         super().__init__(expected="a task set, e.g. SD, SDN or [semseg, depth]")
 
     def __call__(self, value):
-        from ..tasks import parse_task_set
-        from .types import Invalid
-
         if not (isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))):
             raise Invalid()
         try:

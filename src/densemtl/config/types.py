@@ -11,6 +11,10 @@ import math
 from typing import Callable, Iterable
 
 
+class ConfigError(ValueError):
+    """A bad config file, key or value (the message names the key)."""
+
+
 class Invalid(Exception):
     """A value does not fit its type; ``args[0]`` is an optional detail."""
 
@@ -45,8 +49,6 @@ class Check:
 
 def check_value(check: Check, key: str, value, what: str = ""):
     """``check(value)``; on failure a :class:`~densemtl.config.ConfigError` naming ``key``."""
-    from .loader import ConfigError
-
     try:
         return check(value)
     except Invalid as e:
