@@ -353,3 +353,22 @@ def test_cli_dry_run_and_bad_arguments(tmp_path, capsys):
     assert main(["study", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "seeds in" in err and "bad.yaml" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_restricts_the_plan_without_changing_the_rows(tmp_path, capsys):
+    import yaml
+
+    from densemtl.cli.main import main
+
+    d = spec_dict(tmp_path, seeds=[0, 1], settings=["pretrained", "scratch"], task_sets=["SD", "SDN"])
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    full = StudySpec(d)
+    assert main(["study", str(path), "--dry-run", "--seeds", "1", "--settings", "scratch", "--task-sets", "SD"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert listed == ["scratch/stl_S/seed1", "scratch/stl_D/seed1", "scratch/mtl_SD/seed1"]
+    # the narrowed runs are runs of the full plan with the same hashes
+    assert set(listed) <= {r.name for r in full.plan()}
+    assert main(["study", str(path), "--dry-run", "--task-sets", "SD,XY"]) == 2
+    err = capsys.readouterr().err
+    assert "--task-sets: 'XY' is not in the study's task_sets" in err and "Traceback" not in err

@@ -23,6 +23,27 @@ def positive(text: str) -> int:
     return int(text)
 
 
+def subset(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got '{text}'")
+    return items
+
+
+def restrict(spec, args) -> None:
+    """Narrow the plan to the ``--seeds`` / ``--settings`` / ``--task-sets`` given (a run's
+    row and config hash do not depend on the rest of the plan, so the rows are the same)."""
+    for option, attr in (("--seeds", "seeds"), ("--settings", "settings"), ("--task-sets", "task_sets")):
+        wanted = getattr(args, attr)
+        if wanted is None:
+            continue
+        have = [str(v) for v in getattr(spec, attr)]
+        bad = [w for w in wanted if w not in have]
+        if bad:
+            raise ValueError(f"{option}: {bad[0]!r} is not in the study's {attr} ({', '.join(have)})")
+        setattr(spec, attr, [v for v in getattr(spec, attr) if str(v) in wanted])
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("study", help="multi-seed study on the procedural data: resumable runs, CSV, statistics, plots")
     p.add_argument("config", help="study config (configs/study/*.yaml)")
@@ -32,6 +53,10 @@ def add_parser(sub) -> None:
     p.add_argument("--shard", type=shard, default=(1, 1), metavar="I/N",
                    help="train only every N-th planned run from the I-th (split the work over N machines)")
     p.add_argument("--max-runs", type=positive, default=None, help="stop after this many finished runs")
+    p.add_argument("--seeds", type=subset, default=None, metavar="A,B",
+                   help="train only these seeds of the study (their rows are the full study's rows)")
+    p.add_argument("--settings", type=subset, default=None, metavar="A,B", help="train only these settings (pretrained, scratch)")
+    p.add_argument("--task-sets", type=subset, default=None, metavar="A,B", help="train only these task sets (e.g. SD)")
     p.add_argument("--threads", type=positive, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=run)
 
@@ -44,6 +69,7 @@ def run(args) -> int:
     from ..study.spec import load_study
 
     spec = load_study(args.config)
+    restrict(spec, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.report:
