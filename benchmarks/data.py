@@ -1,4 +1,4 @@
-"""Loader throughput on the procedural set at NYUDv2 size (576x448), 0 and 2 workers.
+"""Loader throughput on the procedural set (dataset `procedural`) at NYUDv2 size (576x448), 0 and 2 workers.
 
     python benchmarks/data.py [--num 64] [--batch 2] [--tasks SDNE]
 
@@ -30,7 +30,7 @@ def main() -> None:
         generate_dataset(tmp, num=args.num, size=(448, 576), seed=0, progress=False)
         gen = time.perf_counter() - t0
         print(f"generated {args.num} scenes at 576x448 in {gen:.1f} s ({args.num / gen:.1f} images/s)")
-        ds = create_dataset("nyud", tmp, "train", args.tasks, size=(448, 576))
+        ds = create_dataset("procedural", tmp, "train", args.tasks, size=(448, 576))
         rates = {}
         for w in (int(x) for x in args.workers.split(",")):
             loader = torch.utils.data.DataLoader(ds, batch_size=args.batch, num_workers=w, collate_fn=collate,
