@@ -12,7 +12,7 @@ import timm
 from ..data import list_datasets
 from ..losses import list_weightings
 from ..models import list_models
-from ..tasks import parse_task_set
+from ..tasks import list_protocols, parse_task_set
 from .types import AnyOf, Bool, Int, Invalid, ListOf, Mapping, Maybe, Number, Size, Text
 
 DEFAULTS = {
@@ -21,6 +21,7 @@ DEFAULTS = {
     "output_dir": "runs",
     "seed": 0,
     "tasks": "SD",                 # task set: SD, SDN, SDNE, or one task for STL
+    "protocol": "standard",        # standard | paper: targets, losses and metrics of the authors' release (docs/fidelity.md)
     "model": {
         "name": "densemtl",        # stl | mtl | padnet | padnet3ways | densemtl
         "backbone": "resnet101",
@@ -130,6 +131,10 @@ def _weightings():
     return list_weightings()
 
 
+def _protocols():
+    return list_protocols()
+
+
 def _backbones(value: str) -> bool:
     return timm.is_model(value)
 
@@ -175,6 +180,7 @@ SPEC = {
     "output_dir": PATH,
     "seed": Int(0, 2**32 - 1),
     "tasks": Tasks(),
+    "protocol": Text(_protocols),
     "model.name": Text(_models),
     "model.backbone": Backbone(),
     "model.pretrained": WEIGHTS,

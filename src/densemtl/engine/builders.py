@@ -26,7 +26,9 @@ def dataset_info(cfg: DictConfig) -> dict:
     return {"num_classes": num_classes, "class_names": list(names), "depth_range": list(cls.depth_range)}
 
 
-def build_dataset(cfg: DictConfig, split: str, train: bool):
+def build_dataset(cfg: DictConfig, split: str, train: bool, extra_protocols=()):
+    """The configured dataset's ``split`` with labels of ``cfg.protocol`` (and of
+    ``extra_protocols``, for evaluation)."""
     if not cfg.data.root:
         raise ValueError(f"data.root is not set: give the {cfg.data.dataset} dataset root, e.g. data.root=/path/to/{cfg.data.dataset}")
     opts = dict(_plain(cfg.data.options) or {})
@@ -37,7 +39,7 @@ def build_dataset(cfg: DictConfig, split: str, train: bool):
         cfg.data.dataset, cfg.data.root, split, parse_task_set(cfg.tasks),
         size=_plain(cfg.data.size), augment=bool(cfg.data.augment) if train else False,
         scale_crop=_plain(cfg.data.scale_crop) if train else None, crop=_plain(cfg.data.crop) if train else None,
-        seed=int(cfg.seed), limit=limit, **opts,
+        seed=int(cfg.seed), limit=limit, protocol=cfg.protocol, extra_protocols=tuple(extra_protocols), **opts,
     )
 
 

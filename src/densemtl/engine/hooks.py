@@ -104,7 +104,7 @@ class EvalHook(HookBase):
         if not is_main():
             return
         flat = {f"{t}/{k}": v for t, d in results.items() for k, v in d.items()}
-        rec = {"type": "eval", "iter": trainer.iter, "split": trainer.cfg.data.val_split}
+        rec = {"type": "eval", "iter": trainer.iter, "split": trainer.cfg.data.val_split, "protocol": trainer.protocol.name}
         for h in trainer.hooks:
             h.after_eval(trainer, results, rec)
         rec.update(flat)
@@ -181,7 +181,7 @@ class ImageHook(HookBase):
         for i in range(x.shape[0]):
             rows = [np.asarray(x[i].permute(1, 2, 0).cpu().numpy() * 255, dtype=np.uint8)]
             for t in trainer.tasks:
-                task = get_task(t)
+                task = trainer.protocol.task(t)
                 pred = task.decode(out[t][trainer.model.eval_scale][i : i + 1].float())[0]
                 opts = {"num_classes": trainer.num_classes}
                 rows.append(np.concatenate([task.render(batch["labels"][t][i], **opts), task.render(pred, **opts)], 1))

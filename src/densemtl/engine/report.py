@@ -37,7 +37,21 @@ def load_run(run_dir: str | Path, which: str = "last") -> dict:
             metrics.setdefault(t, {})[m] = v
     env_path = run_dir / "env.json"
     class_names = (json.loads(env_path.read_text()).get("dataset") or {}).get("class_names") if env_path.is_file() else None
-    return {"dir": str(run_dir), "config": cfg, "metrics": metrics, "iter": rec["iter"], "class_names": class_names}
+    # the evaluation record names its protocol; runs from before the switch were standard
+    protocol = rec.get("protocol") or cfg.get("protocol") or "standard"
+    return {"dir": str(run_dir), "config": cfg, "metrics": metrics, "iter": rec["iter"], "class_names": class_names,
+            "protocol": protocol}
+
+
+def common_protocol(runs: list[dict]) -> str:
+    """The protocol all ``runs`` were evaluated with; a ``ValueError`` names two runs that differ."""
+    first = runs[0]
+    for r in runs[1:]:
+        if r.get("protocol", "standard") != first.get("protocol", "standard"):
+            raise ValueError(f"runs evaluated with different protocols cannot share a table: {first['dir']} "
+                             f"({first.get('protocol', 'standard')}) and {r['dir']} ({r.get('protocol', 'standard')}); "
+                             f"see docs/fidelity.md")
+    return first.get("protocol", "standard")
 
 
 def domain_setting(cfg: dict) -> tuple[str, str]:
@@ -83,9 +97,11 @@ def _mean_std(values):
 def build_table(runs: list[dict]) -> dict:
     """Group runs and compute per-task mean/std and Delta vs the matching single-task runs.
 
-    Returns ``{"tasks": [...], "rows": [{"method", "tasks", "n", "metrics": {task: (mean, std)},
-    "delta": (mean, std) | None}]}``; Delta is computed per seed against the mean STL metrics.
+    Returns ``{"tasks": [...], "protocol": name, "rows": [{"method", "tasks", "n", "metrics":
+    {task: (mean, std)}, "delta": (mean, std) | None}]}``; Delta is computed per seed against
+    the mean STL metrics. All runs must share one protocol (:func:`common_protocol`).
     """
+    protocol = common_protocol(runs)
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         key = method_key(r["config"]) + (tuple(parse_task_set(r["config"]["tasks"])),)
@@ -139,7 +155,7 @@ def build_table(runs: list[dict]) -> dict:
         if r["setting"] == "source-only" and r["method"].startswith("STL") and all(t in base for t in r["tasks"]):
             mean = {t: r["metrics"][t][0] for t in r["tasks"]}
             r["delta"] = (multitask_delta(mean, base, directions(r["tasks"])), 0.0)
-    return {"tasks": list(all_tasks), "rows": merged}
+    return {"tasks": list(all_tasks), "protocol": protocol, "rows": merged}
 
 
 def _fmt(ms, digits):
@@ -178,9 +194,14 @@ def _class_columns(table: dict) -> list[str]:
     return names
 
 
+def _protocol_line(table: dict) -> str:
+    p = table.get("protocol", "standard")
+    return f"Protocol: {p}" + (" (the authors' released evaluation; docs/fidelity.md)" if p == "paper" else "") + "\n"
+
+
 def to_markdown(table: dict, layout: str = "auto") -> str:
     if resolve_layout(table, layout) == "classes":
-        return _classes_markdown(table)
+        return _protocol_line(table) + _classes_markdown(table)
     tasks = table["tasks"]
     code = "".join(get_task(t).letter for t in tasks)
     uda = any(r.get("setting") for r in table["rows"])
@@ -195,7 +216,7 @@ def to_markdown(table: dict, layout: str = "auto") -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append(f"\nΔ: mean relative change of each row's task metrics vs the STL row ({code} columns), in %"
                  + ("; for domain adaptation (source→target) vs STL-UDA, as in the paper's Table 6." if uda else "."))
-    return "\n".join(lines)
+    return _protocol_line(table) + "\n".join(lines)
 
 
 def _classes_markdown(table: dict) -> str:
@@ -221,10 +242,10 @@ def to_csv(table: dict) -> str:
     names: list[str] = []
     for r in table["rows"]:
         names += [n for n in r.get("classes", {}) if n not in names]
-    w.writerow(["dataset", "setting", "method", "tasks", "seeds"] + [f"{t}_{get_task(t).headline_metric}_{s}" for t in tasks for s in ("mean", "std")]
+    w.writerow(["protocol", "dataset", "setting", "method", "tasks", "seeds"] + [f"{t}_{get_task(t).headline_metric}_{s}" for t in tasks for s in ("mean", "std")]
                + ["delta_mean", "delta_std"] + [f"semseg_IoU_{n}_mean" for n in names])
     for r in table["rows"]:
-        row = [r["dataset"], r.get("setting") or "supervised", r["method"], "-".join(get_task(t).letter for t in r["tasks"]), r["n"]]
+        row = [table.get("protocol", "standard"), r["dataset"], r.get("setting") or "supervised", r["method"], "-".join(get_task(t).letter for t in r["tasks"]), r["n"]]
         for t in tasks:
             row += list(r["metrics"].get(t, ("", "")))
         row += list(r["delta"]) if r["delta"] else ["", ""]
