@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from ..metrics import multitask_delta
 from ..models import model_options
-from ..tasks import directions, get_task, parse_task_set
+from ..tasks import directions, get_protocol, get_task, parse_task_set
 from .rundir import MetricsLog
 
 METHOD_LABELS = {"stl": "STL", "mtl": "MTL", "padnet": "PAD-Net", "padnet3ways": "3-ways PAD-Net", "densemtl": "DenseMTL"}
@@ -195,8 +195,8 @@ def _class_columns(table: dict) -> list[str]:
 
 
 def _protocol_line(table: dict) -> str:
-    p = table.get("protocol", "standard")
-    return f"Protocol: {p}" + (" (the authors' released evaluation; docs/fidelity.md)" if p == "paper" else "") + "\n"
+    p = get_protocol(table.get("protocol", "standard"))
+    return f"Protocol: {p.name} ({p.description})\n"
 
 
 def to_markdown(table: dict, layout: str = "auto") -> str:
