@@ -98,11 +98,11 @@ RANGELESS = {
     "data.options", "loss.options", "train.channels_last", "train.deterministic", "train.sync_bn", "train.freeze_bn",
     "train.progress", "train.init_from", "train.init_depth_bias", "selfsup.enabled", "selfsup.pose_pretrained",
     "selfsup.init_pose", "uda.target.root", "uda.target.augment", "uda.target.options", "uda.adversarial",
-    "eval.edge_boundary",
+    "eval.edge_boundary", "eval.all_scales",
 }
 # a value of the right kind outside the key's range or allowed values
 OUT_OF_RANGE = {
-    "seed": -1, "tasks": "SXQ", "model.name": "nope", "model.backbone": "no_such_net", "data.dataset": "nope",
+    "seed": -1, "tasks": "SXQ", "protocol": "nope", "train.select_scale": 7, "model.name": "nope", "model.backbone": "no_such_net", "data.dataset": "nope",
     "data.size": [30, 40], "data.batch_size": 0, "data.val_batch_size": 0, "data.num_workers": -1,
     "data.scale_crop": [-1.0, 1.5], "data.crop": [0, 16], "data.train_split": "nope", "data.val_split": "nope",
     "data.limit_train": 0, "data.limit_val": 0, "loss.weighting": "nope", "optim.name": "rmsprop",
