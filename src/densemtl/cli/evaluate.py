@@ -1,4 +1,5 @@
-"""``densemtl eval RUN_DIR_OR_CHECKPOINT``: every metric of the model's tasks on a split."""
+"""``densemtl eval RUN_DIR_OR_CHECKPOINT``: every metric of the model's tasks on a split, at
+every supervised output scale (the evaluation scale first; ODS/OIS edge F at that scale only)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def run(args) -> int:
     from ..config import apply_overrides, config_from_dict
     from ..engine import builders, load_checkpoint, model_from_checkpoint
     from ..engine.distributed import init_from_env, is_main
-    from ..engine.evaluate import evaluate
+    from ..engine.evaluate import evaluate_scales
     from ..fileio import naming
 
     ckpt = load_checkpoint(args.target)
@@ -54,13 +55,19 @@ def run(args) -> int:
                          f"{cfg.data.dataset} at {cfg.data.root} has {ds.num_classes}")
     loader, _ = builders.build_loader(ds, int(cfg.data.val_batch_size), False, 0, int(cfg.data.num_workers))
     opts = {**ds.meter_options(), "boundary": not args.no_boundary, "num_thresholds": int(cfg.eval.num_thresholds)}
-    results = evaluate(model, loader, model.tasks, opts, device, progress=True, save_dir=args.save_predictions)
+    by_scale = evaluate_scales(model, loader, model.tasks, opts, device, progress=True, save_dir=args.save_predictions)
+    results = by_scale[model.eval_scale]
     if is_main():
         print(f"{ckpt['path']} on {cfg.data.dataset}/{args.split} at {cfg.data.root} ({len(ds)} images):")
-        for t, metrics in results.items():
-            shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("IoU_")}
-            print(f"  {t}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+        for s in sorted(by_scale, key=lambda s: (s != model.eval_scale, s)):
+            if len(by_scale) > 1:
+                print(f" scale {s}" + (" (evaluation scale)" if s == model.eval_scale else ""))
+            for t, metrics in by_scale[s].items():
+                shown = {k: round(v, 4) for k, v in metrics.items() if not k.startswith("IoU_")}
+                print(f"  {t}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
         if args.json:
             with naming(args.json):
-                Path(args.json).write_text(json.dumps({"checkpoint": ckpt["path"], "split": args.split, "metrics": results}, indent=2))
+                Path(args.json).write_text(json.dumps({"checkpoint": ckpt["path"], "split": args.split, "metrics": results,
+                                                       "eval_scale": model.eval_scale,
+                                                       "scales": {str(s): r for s, r in sorted(by_scale.items())}}, indent=2))
     return 0

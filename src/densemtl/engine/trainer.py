@@ -18,7 +18,7 @@ from ..tasks import parse_task_set
 from . import builders, warmstart
 from .checkpoint import check_model_config, load_checkpoint, load_weights, save_checkpoint
 from .distributed import barrier, init_from_env, is_distributed, is_main
-from .evaluate import amp_context, evaluate
+from .evaluate import amp_context, evaluate_scales
 from .hooks import default_hooks
 from .objectives import OBJECTIVES, StepContext, objective_classes
 from .rng import rng_state, seed_everything, set_rng_state
@@ -234,6 +234,13 @@ class Trainer:
         barrier()
         return self.best
 
-    def evaluate(self) -> dict:
-        return evaluate(self.ddp_model, self.val_loader, self.tasks, self.meter_options, self.device,
-                        self.cfg.train.amp, bool(self.cfg.train.channels_last), progress=bool(self.cfg.train.progress))
+    def evaluate(self, scales=None) -> dict:
+        """``{task: {metric: value}}`` at the evaluation scale; with ``scales`` (``"all"``: every
+        supervised scale, or a list), ``{scale: {task: {metric: value}}}`` from one pass."""
+        one = scales is None
+        c = self.cfg
+        out = evaluate_scales(self.ddp_model, self.val_loader, self.tasks, self.meter_options, self.device, c.train.amp,
+                              bool(c.train.channels_last), progress=bool(c.train.progress),
+                              scales=[self.model.eval_scale] if one else None if scales == "all" else scales,
+                              boundary_scales={self.model.eval_scale, c.train.select_scale} - {None})
+        return out[self.model.eval_scale] if one else out
