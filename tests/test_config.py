@@ -20,6 +20,7 @@ def test_presets_cover_the_paper_tables():
         for ts in ("sd", "sdn"):
             for m in ("mtl", "padnet", "padnet3ways", "densemtl"):
                 assert f"table1/{ds}/{ts}/{m}.yaml" in names
+            assert (f"table1/{ds}/{ts}/densemtl_released.yaml" in names) == (ds == "cityscapes")
         for t in ("semseg", "depth", "normals"):
             assert f"table1/{ds}/stl/{t}.yaml" in names
     for ts in ("sd", "sdn", "sdne"):
@@ -48,11 +49,25 @@ def test_every_preset_loads(path):
             assert "_target" in path.stem or (list(cfg.data.crop) == [512, 1024] and cfg.uda.target.options.label_set == "uda8")
     else:
         assert cfg.optim.clip_grad_norm == 10.0
+    table = path.relative_to(CONFIGS).parts[0]
+    if table in ("table1", "table2", "table3", "table4"):  # the authors' protocol and backbone
+        assert cfg.protocol == "paper" and cfg.model.pretrained == "resnet101.tv_in1k"
+        assert cfg.model.options.input_norm == "authors" and cfg.model.backbone == "resnet101"
+        assert cfg.train.select_scale == (1 if cfg.model.name == "densemtl" else None)
+    else:
+        assert cfg.protocol == "standard" and cfg.model.pretrained is True
+    if table == "table4" and path.stem.startswith("attention_"):  # 4b was run with concat fusion
+        assert cfg.model.options.fusion == "concat" and cfg.model.options.attention == path.stem.split("_")[1]
+    if cfg.model.name == "densemtl" and table in ("table1", "table2", "table3", "table4"):
+        released = path.stem.endswith("_released")
+        assert released == (table == "table1" and "cityscapes" in path.parts and path.stem == "densemtl_released")
+        assert (cfg.optim.lr_backbone, cfg.optim.lr_decoder) == ((1e-5, 1e-4) if released else (2e-4, 3e-4))
     if "table5" in path.parts:
         assert cfg.selfsup.enabled and cfg.tasks == "SP" and list(cfg.data.crop) == [512, 512]
 
 
 @pytest.mark.parametrize("rel", ["table1/synthia/sdn/densemtl.yaml", "table2/nyud/sdne/padnet3ways.yaml",
+                                 "table1/cityscapes/sdn/densemtl_released.yaml",
                                  "table3/vkitti2/sd/mteb_21.yaml", "table4/vkitti2/sdn/attention_both.yaml",
                                  "table1/cityscapes/stl/normals.yaml", "table2/nyud/sd/mtl.yaml",
                                  "table5/cityscapes/3ways_mteb.yaml", "table6/vkitti2_cityscapes/densemtl_uda.yaml"])
@@ -61,6 +76,8 @@ def test_presets_build_their_model(rel):
     with torch.device("meta"):
         model = build_model(cfg, dataset_info(cfg)["num_classes"])
     assert model.model_config["name"] == cfg.model.name
+    if not rel.startswith(("table5", "table6")):
+        assert model.input_norm == "authors"
     if rel.startswith("table3"):
         assert model.mteb_scales == (1, 2)
 
