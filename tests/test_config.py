@@ -229,3 +229,16 @@ def test_free_form_options_are_checked_by_their_owner():
 
     with pytest.raises(ValueError, match=r"loss.options.weights.semseg: expected a number >= 0, got -1"):
         build_weighting(load_config(None, ["loss.options.weights={semseg: -1, depth: 1}"]))
+
+
+def test_presets_are_what_generate_py_writes(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_presets", CONFIGS / "generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    monkeypatch.setattr(gen, "HERE", tmp_path)
+    gen.main()
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.yaml"))
+    assert written and all((CONFIGS / p).read_text() == (tmp_path / p).read_text() for p in written), \
+        "configs/ differ from `python configs/generate.py`: run it"
