@@ -190,8 +190,7 @@ def build_table(runs: list[dict], scale: int = 0) -> dict:
             head = get_task(t).headline_metric
             stl.setdefault((key[0], key[3], key[4]), {})[t] = float(np.mean([r["metrics"][t][head] for r in rs]))
     rows = []
-    order = lambda kv: (kv[0][0], kv[0][1] != "stl", kv[0][4], kv[0][-1], kv[0][1], kv[0][2], str(kv[0][5]))  # noqa: E731
-    for key, rs in sorted(groups.items(), key=order):
+    for key, rs in sorted(groups.items(), key=lambda kv: _row_order(kv[0])):
         tasks = key[-1]
         metrics = {t: _mean_std([r["metrics"][t][get_task(t).headline_metric] for r in rs]) for t in tasks}
         classes = {}
@@ -238,6 +237,11 @@ def build_table(runs: list[dict], scale: int = 0) -> dict:
     partials = sorted({r["partial"][0] for r in merged if r.get("partial")}, key=lambda ts: (len(ts), ts))
     return {"tasks": list(all_tasks), "rows": merged, "partials": partials, "param": bool(params), "scale": scale,
             "common": common}
+
+
+def _row_order(key: tuple) -> tuple:
+    """Rows by domain, STL first, setting, task set, method, options, recipe."""
+    return (key[0], key[1] != "stl", key[4], key[-1], key[1], key[2], str(key[5]))
 
 
 def _seed_delta(rs: list[dict], tasks, base: dict) -> tuple[float, float]:
