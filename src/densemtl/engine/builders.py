@@ -104,14 +104,19 @@ def build_model(cfg: DictConfig, num_classes: int | None):
     tasks = parse_task_set(cfg.tasks)
     pretrained = cfg.model.pretrained
     try:
-        return create_model(cfg.model.name, tasks, num_classes=num_classes if "semseg" in tasks else None,
-                            backbone=cfg.model.backbone, pretrained=pretrained if pretrained else False,
-                            **(_plain(cfg.model.options) or {}))
+        model = create_model(cfg.model.name, tasks, num_classes=num_classes if "semseg" in tasks else None,
+                             backbone=cfg.model.backbone, pretrained=pretrained if pretrained else False,
+                             **(_plain(cfg.model.options) or {}))
     except ValueError as e:
         opt = next((k for k in model_options(cfg.model.name) if str(e).startswith(f"{k} ")), None)
         if opt is None:
             raise
         raise ConfigError(f"model.options.{e}") from None
+    select = cfg.train.select_scale
+    if select is not None and select not in model.supervised_scales:
+        raise ConfigError(f"train.select_scale: model {cfg.model.name} has the output scales "
+                          f"{list(model.supervised_scales)}; got {select}")
+    return model
 
 
 def build_weighting(cfg: DictConfig):

@@ -18,7 +18,7 @@ from ..tasks import get_protocol, parse_task_set
 from . import builders, warmstart
 from .checkpoint import check_model_config, load_checkpoint, load_weights, save_checkpoint
 from .distributed import barrier, init_from_env, is_distributed, is_main
-from .evaluate import amp_context, evaluate
+from .evaluate import amp_context, evaluate_scales
 from .hooks import BestCheckpointHook, CheckpointHook, EvalHook, HookBase, ImageHook, LogHook, ProgressHook
 from .objectives import OBJECTIVES, StepContext, objective_classes
 from .rng import rng_state, seed_everything, set_rng_state
@@ -27,8 +27,8 @@ from .signals import TerminationHook, exit_code
 
 
 def default_hooks(cfg: DictConfig) -> list[HookBase]:
-    return [TerminationHook(), ProgressHook(), LogHook(), EvalHook(), BestCheckpointHook(cfg.train.select_metric), ImageHook(),
-            CheckpointHook()]
+    return [TerminationHook(), ProgressHook(), LogHook(), EvalHook(),
+            BestCheckpointHook(cfg.train.select_metric, cfg.train.select_scale), ImageHook(), CheckpointHook()]
 
 
 class Trainer:
@@ -240,6 +240,11 @@ class Trainer:
         barrier()
         return self.best
 
-    def evaluate(self) -> dict:
-        return evaluate(self.ddp_model, self.val_loader, self.tasks, self.meter_options, self.device, self.cfg.train.amp,
-                        bool(self.cfg.train.channels_last), progress=bool(self.cfg.train.progress), protocol=self.protocol)
+    def evaluate(self, scales=None) -> dict:
+        """Run's protocol: ``{task: {metric: v}}`` at the evaluation scale; ``scales`` ("all"/list): ``{scale: ...}``."""
+        one, c = scales is None, self.cfg
+        out = evaluate_scales(self.ddp_model, self.val_loader, self.tasks, self.meter_options, self.device, c.train.amp,
+                              bool(c.train.channels_last), progress=bool(c.train.progress),
+                              scales=[self.model.eval_scale] if one else None if scales == "all" else scales,
+                              boundary_scales={self.model.eval_scale, c.train.select_scale} - {None}, protocol=self.protocol)
+        return out[self.model.eval_scale] if one else out
