@@ -568,6 +568,7 @@ def test_run_records_its_protocol(paper_run):
     evals = [json.loads(line) for line in (paper_run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
     assert evals and all(r["protocol"] == "paper" for r in evals)
     assert "edges/f1_background" in evals[-1] and "depth/rmse_pixel" not in evals[-1]  # the released meters
+    assert "s1/edges/f1_background" in evals[-1] and "s1/depth/rmse_pixel" not in evals[-1]  # at every scale
     ck = torch.load(paper_run / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
     assert ck["protocol"] == "paper" and ck["config"]["protocol"] == "paper"
 
@@ -581,7 +582,8 @@ def test_eval_protocol_both_prints_both_columns_in_one_pass(paper_run, tmp_path,
     assert header.split() == ["metric", "standard", "paper"]
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:] if "/" in line.split()[0]}
     assert len(rows["normals/mean_angle"]) == 2 and rows["depth/rmse_pixel"][1] == "-" and rows["edges/f1_edge"][0] == "-"
-    both = json.loads((tmp_path / "both.json").read_text())["metrics_by_protocol"]
+    both_json = json.loads((tmp_path / "both.json").read_text())
+    both, both_scales = both_json["metrics_by_protocol"], both_json["scales_by_protocol"]
     for p in ("standard", "paper"):  # one pass over both = each protocol on its own
         assert main(["eval", str(paper_run), "--protocol", p, "--no-boundary", "--json", str(tmp_path / f"{p}.json")]) == 0
         alone = json.loads((tmp_path / f"{p}.json").read_text())
@@ -591,6 +593,12 @@ def test_eval_protocol_both_prints_both_columns_in_one_pass(paper_run, tmp_path,
             assert both[p][t] == pytest.approx(metrics, nan_ok=True), (p, t)
             key, value = next(iter(metrics.items()))
             assert rows[f"{t}/{key}"][column] == f"{value:.4f}"
+        # every supervised scale, under each protocol: scale 1 (before the mTEB) as s1/ rows
+        assert alone["eval_scale"] == 0 and sorted(alone["scales"]) == ["0", "1"]
+        for t, metrics in alone["scales"]["1"].items():
+            assert both_scales[p]["1"][t] == pytest.approx(metrics, nan_ok=True), (p, t)
+            key, value = next(iter(metrics.items()))
+            assert rows[f"s1/{t}/{key}"][column] == f"{value:.4f}"
     assert both["standard"]["normals"]["mean_angle"] != pytest.approx(both["paper"]["normals"]["mean_angle"])
     assert main(["eval", str(paper_run), "--no-boundary"]) == 0  # default: the run's protocol
     assert "protocol: paper" in capsys.readouterr().out
