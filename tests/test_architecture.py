@@ -23,6 +23,7 @@ LAYERS = [
     {"config"},
     {"engine"},
     {"interop", "export", "viz"},
+    {"study"},
     {"cli"},
     {"__main__"},
 ]

@@ -1,16 +1,20 @@
-"""``densemtl demo``: train and compare STL, MTL, 3-ways PAD-Net and DenseMTL (S-D-N) on the
-bundled procedural dataset at a small scale, print a Table-1-style comparison with Delta and
-write a qualitative figure. Runs on a CPU in about 10 minutes (2 cores)."""
+"""``densemtl demo``: the fairest small comparison that fits in about 15 minutes on a 2-core
+CPU: every method starts from one shared encoder (pretrained once on other procedural scenes
+and cached), trains on the same data in the same order, and is compared with Delta against
+the single-task networks; prints the table with a one-line note, writes a qualitative figure
+and learning curves. ``--uda``: source-only vs adversarial domain adaptation instead."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 from .args import out_dir
 
-DEMO_METHODS = (("stl_semseg", "stl", "S"), ("stl_depth", "stl", "D"), ("stl_normals", "stl", "N"),
-                ("mtl", "mtl", "SDN"), ("padnet3ways", "padnet3ways", "SDN"), ("densemtl", "densemtl", "SDN"))
+# name: (model, options, label); the supervised demo's methods, in table order
+DEMO_METHODS = {"stl": ("stl", {}, "STL"), "mtl": ("mtl", {}, "MTL"), "padnet3ways": ("padnet3ways", {}, "3-ways PAD-Net"),
+                "densemtl": ("densemtl", {"mteb_scales": [1]}, "DenseMTL")}
 # --uda: procedural source (default style) -> target (shifted style), task set S-D (Table 6 rows)
 UDA_METHODS = (("stl_uda_semseg", "stl", "S", True), ("stl_uda_depth", "stl", "D", True),
                ("mtl_source", "mtl", "SD", False), ("mtl_uda", "mtl", "SD", True),
@@ -20,12 +24,20 @@ UDA_METHODS = (("stl_uda_semseg", "stl", "S", True), ("stl_uda_depth", "stl", "D
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="small end-to-end comparison on the bundled procedural dataset")
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default outputs/demo, or outputs/demo_uda with --uda)")
-    p.add_argument("--iterations", type=int, default=120)
-    p.add_argument("--num-images", type=int, default=600)
+    p.add_argument("--iterations", type=int, default=None,
+                   help="training steps per method (default 250; --uda: 120)")
+    p.add_argument("--num-images", type=int, default=None,
+                   help="procedural scenes to train and evaluate on, 80 %% train (default 1000; --uda: 600)")
     p.add_argument("--size", default="80x64", help="WxH (default 80x64)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--backbone", default="resnet18")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed (initialisation and data order) and data generator seed")
+    p.add_argument("--tasks", default="SD", help="task set of the multi-task methods (default SD)")
+    p.add_argument("--methods", default=",".join(DEMO_METHODS),
+                   help=f"comma-separated, from {', '.join(DEMO_METHODS)} (stl is the reference of Delta and always runs)")
+    p.add_argument("--pretrain-iterations", type=int, default=300,
+                   help="steps of the shared encoder's pretraining (an MTL S-D-N model on other scenes; cached in --out)")
+    p.add_argument("--scratch", action="store_true", help="no shared pretrained encoder: every method from random weights")
     p.add_argument("--reuse", action="store_true", help="reuse finished runs in --out instead of retraining")
     p.add_argument("--uda", action="store_true",
                    help="domain adaptation instead: source-only vs adversarial UDA (S-D) from the default to the "
@@ -37,7 +49,7 @@ def demo_config(name, model, tasks, args, data_root, out, target_root=None, adve
     from ..config import config_from_dict
 
     w, h = (int(v) for v in args.size.lower().split("x"))
-    n = int(args.iterations)
+    n = int(args.iterations or 120)
     extra = {}
     if target_root is not None:
         extra["uda"] = {"target": {"dataset": "procedural", "root": str(target_root), "size": [h, w]}, "adversarial": adversarial,
@@ -55,33 +67,154 @@ def demo_config(name, model, tasks, args, data_root, out, target_root=None, adve
 
 
 def run(args) -> int:
+    return run_uda(args) if args.uda else run_supervised(args)
+
+
+def demo_spec(args, out: Path):
+    """The demo as a one-seed study (see docs/study.md) in ``out``."""
+    from ..study.spec import StudySpec
+
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    n, p = int(args.iterations or 250), int(args.pretrain_iterations)
+    names = [m.strip() for m in str(args.methods).split(",") if m.strip()]
+    unknown = [m for m in names if m not in DEMO_METHODS]
+    if unknown:
+        raise ValueError(f"--methods: unknown method {unknown[0]!r}; choose from {', '.join(DEMO_METHODS)}")
+    names = ["stl"] + [m for m in DEMO_METHODS if m in names and m != "stl"]
+    methods = {m: {"model": DEMO_METHODS[m][0], "options": DEMO_METHODS[m][1], "label": DEMO_METHODS[m][2]} for m in names}
+    compare = [[a, b] for a, b in (("densemtl", "padnet3ways"), ("densemtl", "mtl")) if a in methods and b in methods]
+    recipe = {"optim": {"name": "adam", "lr_backbone": 1e-3, "lr_decoder": 1e-3, "betas": [0.9, 0.98], "clip_grad_norm": 10.0}}
+    return StudySpec({
+        "name": "demo", "csv": str(out / "demo.csv"), "work_dir": str(out / "work"),
+        "data": {"generator_seed": args.seed, "num_images": int(args.num_images or 1000), "size": [h, w]},
+        # the shared encoder: an MTL S-D-N model on other scenes (another generator seed), trained once and cached
+        "pretrain": {"generator_seed": args.seed + 1000, "num_images": 600, "model": "mtl", "tasks": "SDN", "seed": args.seed,
+                     "run": {"schedule": {"iterations": p, "milestones": [max(1, int(p * 0.8))]},
+                             "train": {"eval_every": p, "checkpoint_every": p}}},
+        "seeds": [args.seed], "settings": ["scratch" if args.scratch else "pretrained"], "task_sets": [args.tasks],
+        "methods": methods, "compare": compare,
+        "run": {**recipe, "model": {"backbone": args.backbone, "pretrained": False},
+                "data": {"batch_size": args.batch_size, "val_batch_size": 32, "num_workers": 0},
+                "schedule": {"iterations": n, "milestones": [max(1, int(n * 0.8))], "gamma": 0.1},
+                "train": {"log_every": 10, "eval_every": max(1, n // 5), "checkpoint_every": n, "image_every": 0,
+                          "progress": True}},
+    }, "densemtl demo")
+
+
+def run_supervised(args) -> int:
+    import torch
+
+    from ..study.analysis import curve_deltas, groups, paired_differences, task_set_label
+    from ..study.plots import study_figures
+    from ..study.report import load, main_table, paired_table
+    from ..study.runner import run_study
+
+    t_start = time.perf_counter()
+    out = Path(args.out or "outputs/demo")
+    spec = demo_spec(args, out)
+    if not args.reuse:  # retrain the methods; the data and the shared encoder stay cached
+        for p in (spec.csv, spec.curves_dir, spec.plots_dir, spec.work_dir / "runs"):
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    setting, ts = spec.settings[0], spec.task_sets[0]
+    print(f"[demo] {', '.join(m['label'] for m in spec.methods.values())} on {task_set_label(ts)}, "
+          f"{'from one shared pretrained encoder' if setting == 'pretrained' else 'from scratch'}; threads: {torch.get_num_threads()}")
+    run_study(spec, log=print)
+    rows, curves = load(spec)
+    gs = groups(spec, rows)
+    deltas = curve_deltas(spec, rows, curves)
+    table = main_table(spec, gs, deltas, setting, ts)
+    pairs = paired_table(spec, paired_differences(spec, rows, gs))
+    md = "\n".join(table + ([""] + pairs if pairs else []))
+    (out / "table.md").write_text(md + "\n")
+    figures = study_figures(spec, rows, curves, deltas, spec.plots_dir)
+    fig = qualitative_figure(spec, out / "figure.png")
+    print("\n" + md + "\n")
+    print("[demo] " + note(spec, gs, setting, ts))
+    print(f"[demo] outputs: {out}/table.md, {spec.csv}, {fig}, learning curves {', '.join(str(f) for f in figures)}; "
+          f"runs in {spec.work_dir / 'runs'}")
+    print(f"[demo] total time {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+def note(spec, gs, setting: str, ts: str) -> str:
+    """One line: what the table shows (and does not)."""
+    from ..study.analysis import task_set_label
+
+    d = {g.method: g.delta.mean for g in gs if g.setting == setting and g.tasks == ts and g.method != spec.reference
+         and g.delta is not None and g.delta.n}
+    ranked = ", ".join(f"{spec.methods[m]['label']} {v:+.2f}" for m, v in sorted(d.items(), key=lambda kv: -kv[1]))
+    start = "from one shared encoder pretrained on other scenes" if setting == "pretrained" else "from scratch"
+    return (f"Δ {task_set_label(ts)} vs STL after {spec.iterations() * spec.batch_size()} images, every method {start}, "
+            f"same data order: {ranked}. One seed at a small budget: an illustration, not evidence; "
+            f"docs/results.md has the multi-seed study with intervals.")
+
+
+def qualitative_figure(spec, path: Path) -> Path:
+    """Input, ground truth and each multi-task method's predictions for three validation images."""
     import torch
 
     from ..data import create_dataset
-    from ..data.synth import generate_dataset
-    from ..engine import Trainer, load_checkpoint
-    from ..engine.report import build_table, load_run, to_csv, to_markdown
+    from ..engine import load_checkpoint
     from ..models import model_from_config
-    from ..tasks import get_task
+    from ..study.runner import data_root, run_dir
+    from ..study.spec import Run
+    from ..tasks import get_task, parse_task_set
     from ..viz import save_grid
 
+    setting, ts, seed = spec.settings[0], spec.task_sets[0], spec.seeds[0]
+    tasks = parse_task_set(ts)
+    val = create_dataset("procedural", data_root(spec, spec.data["generator_seed"], spec.data["num_images"]), "val", tasks,
+                         size=tuple(spec.data["size"]))
+    models = {}
+    for name, m in spec.methods.items():
+        if spec.is_single_task(name):
+            continue
+        ck = load_checkpoint(run_dir(spec, Run(setting, name, ts, seed)) / "checkpoints" / "last.pt")
+        model = model_from_config(ck["model_config"])
+        model.load_state_dict(ck["model"])
+        models[m["label"]] = model.eval()
+    rows, titles = [], []
+    nc = val.num_classes
+    for i in (0, 1, 2):
+        s = val[i]
+        x = s["image"][None]
+        img = (s["image"].permute(1, 2, 0).numpy() * 255).astype("uint8")
+        rows.append([img, *(get_task(t).render(s["labels"][t], num_classes=nc) for t in tasks)])
+        titles.append(f"{s['id']} GT")
+        for label, model in models.items():
+            with torch.no_grad():
+                o = model(x)
+            rows.append([img, *(get_task(t).render(get_task(t).decode(o[t][0])[0], num_classes=nc) for t in tasks)])
+            titles.append(label)
+    return save_grid(rows, path, row_titles=titles, col_titles=["input", *tasks])
+
+
+def run_uda(args) -> int:
+    import torch
+
+    from ..data.synth import generate_dataset
+    from ..engine import Trainer
+    from ..engine.report import build_table, load_run, to_csv, to_markdown
+
     t_start = time.perf_counter()
-    out = Path(args.out or ("outputs/demo_uda" if args.uda else "outputs/demo"))
+    out = Path(args.out or "outputs/demo_uda")
     data_root = out / "data"
     w, h = (int(v) for v in args.size.lower().split("x"))
+    num = int(args.num_images or 600)
+    iterations = int(args.iterations or 120)
     if not (data_root / "dataset.json").is_file():
-        print(f"[demo] generating {args.num_images} procedural scenes ({w}x{h}) in {data_root} ...")
-        generate_dataset(data_root, num=args.num_images, size=(h, w), seed=args.seed, progress=False)
-    target_root = None
-    if args.uda:
-        target_root = out / "data_shifted"
-        if not (target_root / "dataset.json").is_file():
-            print(f"[demo] generating {args.num_images} procedural scenes in the 'shifted' style in {target_root} ...")
-            generate_dataset(target_root, num=args.num_images, size=(h, w), seed=args.seed + 1, style="shifted", progress=False)
+        print(f"[demo] generating {num} procedural scenes ({w}x{h}) in {data_root} ...")
+        generate_dataset(data_root, num=num, size=(h, w), seed=args.seed, progress=False)
+    target_root = out / "data_shifted"
+    if not (target_root / "dataset.json").is_file():
+        print(f"[demo] generating {num} procedural scenes in the 'shifted' style in {target_root} ...")
+        generate_dataset(target_root, num=num, size=(h, w), seed=args.seed + 1, style="shifted", progress=False)
     print(f"[demo] data: {data_root} (procedural indoor scenes, 8 classes); threads: {torch.get_num_threads()}")
     run_dirs = []
-    methods = UDA_METHODS if args.uda else [m + (False,) for m in DEMO_METHODS]
-    for name, model, tasks, adversarial in methods:
+    for name, model, tasks, adversarial in UDA_METHODS:
         cfg = demo_config(name, model, tasks, args, data_root, out, target_root, adversarial)
         run_dir = Path(cfg.output_dir) / "demo" / name
         done = (run_dir / "checkpoints" / "last.pt").is_file() and '"type": "eval"' in (run_dir / "metrics.jsonl").read_text() \
@@ -90,10 +223,8 @@ def run(args) -> int:
             print(f"[demo] {name}: reusing {run_dir}")
         else:
             t0 = time.perf_counter()
-            print(f"[demo] training {name} ({model}, tasks {tasks}, {args.backbone}, {args.iterations} iterations) ...")
+            print(f"[demo] training {name} ({model}, tasks {tasks}, {args.backbone}, {iterations} iterations) ...")
             if run_dir.exists():
-                import shutil
-
                 shutil.rmtree(run_dir)
             Trainer(cfg, run_dir=run_dir).train()
             print(f"[demo] {name} done in {time.perf_counter() - t0:.0f} s")
@@ -102,42 +233,9 @@ def run(args) -> int:
     md = to_markdown(table)
     (out / "table.md").write_text(md + "\n")
     (out / "table.csv").write_text(to_csv(table))
-    if args.uda:
-        print("\n" + md + "\n")
-        print(f"[demo] source: procedural default style, target: 'shifted' style (evaluated on its val split), {w}x{h}, "
-              f"{args.backbone} from scratch, {args.iterations} iterations; Delta vs STL-UDA.")
-        print(f"[demo] outputs: {out}/table.md, {out}/table.csv, runs in {out}/runs/demo/")
-        print(f"[demo] total time {time.perf_counter() - t_start:.0f} s")
-        return 0
-    # qualitative figure: input, ground truth, each multi-task method's predictions
-    val = create_dataset("procedural", data_root, "val", "SDN", size=(h, w))
-    picks = [0, 1, 2]
-    models = {}
-    for d in run_dirs:
-        ck = load_checkpoint(d / "checkpoints" / "last.pt")
-        m = model_from_config(ck["model_config"])
-        m.load_state_dict(ck["model"])
-        models[d.name] = m.eval()
-    rows, titles = [], []
-    nc = val.num_classes
-    for i in picks:
-        s = val[i]
-        x = s["image"][None]
-        img = (s["image"].permute(1, 2, 0).numpy() * 255).astype("uint8")
-        gt = [get_task(t).render(s["labels"][t], num_classes=nc) for t in ("semseg", "depth", "normals")]
-        rows.append([img, *gt])
-        titles.append(f"{s['id']} GT")
-        for name in ("mtl", "padnet3ways", "densemtl"):
-            with torch.no_grad():
-                o = models[name](x)
-            preds = [get_task(t).render(get_task(t).decode(o[t][0])[0], num_classes=nc) for t in ("semseg", "depth", "normals")]
-            rows.append([img, *preds])
-            titles.append(name)
-    fig = save_grid(rows, out / "figure.png", row_titles=titles, col_titles=["input", "semseg", "depth", "normals"])
     print("\n" + md + "\n")
-    print(f"[demo] procedural dataset, {w}x{h}, {args.backbone} from scratch, {args.iterations} iterations x batch "
-          f"{args.batch_size}: a smoke-scale comparison, not the paper's numbers.")
-    print(f"[demo] outputs: {out}/table.md, {out}/table.csv, {fig}, runs in {out}/runs/demo/ "
-          f"(TensorBoard: tensorboard --logdir {out}/runs)")
+    print(f"[demo] source: procedural default style, target: 'shifted' style (evaluated on its val split), {w}x{h}, "
+          f"{args.backbone} from scratch, {iterations} iterations; Delta vs STL-UDA.")
+    print(f"[demo] outputs: {out}/table.md, {out}/table.csv, runs in {out}/runs/demo/")
     print(f"[demo] total time {time.perf_counter() - t_start:.0f} s")
     return 0
