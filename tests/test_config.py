@@ -21,6 +21,7 @@ def test_presets_cover_the_paper_tables():
         for ts in ("sd", "sdn"):
             for m in ("mtl", "padnet", "padnet3ways", "densemtl"):
                 assert f"table1/{ds}/{ts}/{m}.yaml" in names
+            assert (f"table1/{ds}/{ts}/densemtl_released.yaml" in names) == (ds == "cityscapes")
         for t in ("semseg", "depth", "normals"):
             assert f"table1/{ds}/stl/{t}.yaml" in names
     for ts in ("sd", "sdn", "sdne"):
@@ -49,11 +50,25 @@ def test_every_preset_loads(path):
             assert "_target" in path.stem or (list(cfg.data.crop) == [512, 1024] and cfg.uda.target.options.label_set == "uda8")
     else:
         assert cfg.optim.clip_grad_norm == 10.0
+    table = path.relative_to(CONFIGS).parts[0]
+    if table in ("table1", "table2", "table3", "table4"):  # the authors' protocol and backbone
+        assert cfg.protocol == "paper" and cfg.model.pretrained == "resnet101.tv_in1k"
+        assert cfg.model.options.input_norm == "authors" and cfg.model.backbone == "resnet101"
+        assert cfg.train.select_scale == (1 if cfg.model.name == "densemtl" else None)
+    else:
+        assert cfg.protocol == "standard" and cfg.model.pretrained is True
+    if table == "table4" and path.stem.startswith("attention_"):  # 4b was run with concat fusion
+        assert cfg.model.options.fusion == "concat" and cfg.model.options.attention == path.stem.split("_")[1]
+    if cfg.model.name == "densemtl" and table in ("table1", "table2", "table3", "table4"):
+        released = path.stem.endswith("_released")
+        assert released == (table == "table1" and "cityscapes" in path.parts and path.stem == "densemtl_released")
+        assert (cfg.optim.lr_backbone, cfg.optim.lr_decoder) == ((1e-5, 1e-4) if released else (2e-4, 3e-4))
     if "table5" in path.parts:
         assert cfg.selfsup.enabled and cfg.tasks == "SP" and list(cfg.data.crop) == [512, 512]
 
 
 @pytest.mark.parametrize("rel", ["table1/synthia/sdn/densemtl.yaml", "table2/nyud/sdne/padnet3ways.yaml",
+                                 "table1/cityscapes/sdn/densemtl_released.yaml",
                                  "table3/vkitti2/sd/mteb_21.yaml", "table4/vkitti2/sdn/attention_both.yaml",
                                  "table1/cityscapes/stl/normals.yaml", "table2/nyud/sd/mtl.yaml",
                                  "table5/cityscapes/3ways_mteb.yaml", "table6/vkitti2_cityscapes/densemtl_uda.yaml"])
@@ -62,6 +77,8 @@ def test_presets_build_their_model(rel):
     with torch.device("meta"):
         model = build_model(cfg, dataset_info(cfg)["num_classes"])
     assert model.model_config["name"] == cfg.model.name
+    if not rel.startswith(("table5", "table6")):
+        assert model.input_norm == "authors"
     if rel.startswith("table3"):
         assert model.mteb_scales == (1, 2)
 
@@ -99,11 +116,12 @@ RANGELESS = {
     "data.options", "loss.options", "train.channels_last", "train.deterministic", "train.sync_bn", "train.freeze_bn",
     "train.progress", "train.init_from", "train.init_depth_bias", "selfsup.enabled", "selfsup.pose_pretrained",
     "selfsup.init_pose", "uda.target.root", "uda.target.augment", "uda.target.options", "uda.adversarial",
-    "eval.edge_boundary",
+    "eval.edge_boundary", "eval.all_scales",
 }
 # a value of the right kind outside the key's range or allowed values
 OUT_OF_RANGE = {
-    "seed": -1, "tasks": "SXQ", "model.name": "nope", "model.backbone": "no_such_net", "data.dataset": "nope",
+    "seed": -1, "tasks": "SXQ", "protocol": "authors", "train.select_scale": 7, "model.name": "nope", "model.backbone": "no_such_net",
+    "data.dataset": "nope",
     "data.size": [30, 40], "data.batch_size": 0, "data.val_batch_size": 0, "data.num_workers": -1,
     "data.scale_crop": [-1.0, 1.5], "data.crop": [0, 16], "data.train_split": "nope", "data.val_split": "nope",
     "data.limit_train": 0, "data.limit_val": 0, "loss.weighting": "nope", "optim.name": "rmsprop",
@@ -213,3 +231,16 @@ def test_free_form_options_are_checked_by_their_owner():
 
     with pytest.raises(ValueError, match=r"loss.options.weights.semseg: expected a number >= 0, got -1"):
         build_weighting(load_config(None, ["loss.options.weights={semseg: -1, depth: 1}"]))
+
+
+def test_presets_are_what_generate_py_writes(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_presets", CONFIGS / "generate.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    monkeypatch.setattr(gen, "HERE", tmp_path)
+    gen.main()
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.yaml"))
+    assert written and all((CONFIGS / p).read_text() == (tmp_path / p).read_text() for p in written), \
+        "configs/ differ from `python configs/generate.py`: run it"

@@ -1,4 +1,5 @@
-"""``densemtl table RUN_DIR ...``: the paper's table layout, mean +- std over seeds, Delta."""
+"""``densemtl table RUN_DIR ...``: the paper's table layout, mean +- std over seeds, Delta, the
+partial Deltas of Tables 1-2 and the exchange-block size ('Param.') of Table 3."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ def add_parser(sub) -> None:
     p.add_argument("--layout", choices=["auto", "tasks", "classes"], default="auto",
                    help="tasks: one column per task; classes: per-class IoU columns (Table 5); auto: classes for "
                         "self-supervised depth runs, tasks otherwise")
+    p.add_argument("--scale", type=int, default=0, choices=range(5), metavar="S",
+                   help="show the metrics of output scale S (default 0, full resolution; a run without that output "
+                        "shows its evaluation scale, marked in its label)")
     p.add_argument("--csv", metavar="FILE", type=out_file, help="also write CSV")
     p.add_argument("--markdown", metavar="FILE", type=out_file, help="also write markdown")
     p.set_defaults(func=run)
@@ -41,12 +45,12 @@ def run(args) -> int:
     runs = []
     for p in find_runs(args.runs):
         try:
-            runs.append(load_run(p, args.use))
+            runs.append(load_run(p, args.use, args.scale))
         except ValueError as e:  # still training, no evaluation yet
             print(f"skipping {e}", file=sys.stderr)
     if not runs:
         raise ValueError("none of the runs has an evaluation yet")
-    table = build_table(runs)
+    table = build_table(runs, args.scale)
     md = to_markdown(table, args.layout)
     print(md)
     if args.csv:

@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..data import get_dataset_class
 from ..losses import weighting_options
 from ..models import model_options
-from ..tasks import get_task, parse_task_set
+from ..tasks import get_protocol, get_task, parse_task_set
 from .schema import DEFAULTS, FREE_FORM, SPEC
 from .types import ConfigError, check_value, like, show
 
@@ -263,7 +263,7 @@ def _check_select_metric(c: dict, tasks: tuple[str, ...]) -> None:
     labels = cls.resolve_label_set((data["options"] or {}).get("label_set"))
     opts = {"num_classes": labels.num_classes if labels is not None else max(int(cls.num_classes), 1),
             "boundary": bool(c["eval"]["edge_boundary"]), "num_thresholds": int(c["eval"]["num_thresholds"])}
-    names = get_task(task).metric_names(**opts)
+    names = get_protocol(c.get("protocol", "standard")).task(task).metric_names(**opts)
     if metric not in names:
         per_class = [n for n in names if n.startswith("IoU_")]
         shown = [n for n in names if not n.startswith("IoU_")] + ([f"IoU_0..IoU_{len(per_class) - 1}"] if per_class else [])

@@ -12,7 +12,7 @@ import timm
 from ..data import list_datasets
 from ..losses import list_weightings
 from ..models import list_models
-from ..tasks import parse_task_set
+from ..tasks import list_protocols, parse_task_set
 from .types import AnyOf, Bool, Int, Invalid, ListOf, Mapping, Maybe, Number, Size, Text
 
 DEFAULTS = {
@@ -21,10 +21,11 @@ DEFAULTS = {
     "output_dir": "runs",
     "seed": 0,
     "tasks": "SD",                 # task set: SD, SDN, SDNE, or one task for STL
+    "protocol": "standard",        # standard | paper: the authors' released evaluation, targets and losses (docs/fidelity.md)
     "model": {
         "name": "densemtl",        # stl | mtl | padnet | padnet3ways | densemtl
         "backbone": "resnet101",
-        "pretrained": False,       # false | true (timm weights) | path to .pth/.safetensors
+        "pretrained": False,       # false | true (timm's default weights) | a timm tag (resnet101.tv_in1k) | path to .pth/.safetensors
         "options": {},             # method options, e.g. {mteb_scales: [1], fusion: add}
     },
     "data": {
@@ -72,6 +73,7 @@ DEFAULTS = {
         "sync_bn": False,
         "freeze_bn": False,        # keep BatchNorm in eval mode (running statistics), e.g. for tiny batches
         "select_metric": "auto",   # auto: the headline metric (one task) or mean relative gain; or task/metric
+        "select_scale": None,      # output scale whose metrics select best.pt (null: the evaluation scale, 0; the authors': 1)
         "progress": True,
         "init_from": None,         # checkpoint to initialise weights from (not a resume)
         "init_parts": None,        # null: the whole model (same architecture); or parts, e.g. [encoder, decoders, posenet]
@@ -110,6 +112,7 @@ DEFAULTS = {
         "depth_ref": 10.0,         # metres mapped to 0.5 in the depth discriminator's input
     },
     "eval": {
+        "all_scales": True,        # also evaluate every other supervised output scale (metrics.jsonl keys s<k>/task/metric)
         "edge_boundary": False,    # ODS/OIS F during training evaluation (slow); always on in `densemtl eval`
         "num_thresholds": 25,
     },
@@ -128,6 +131,10 @@ def _datasets():
 
 def _weightings():
     return list_weightings()
+
+
+def _protocols():
+    return list_protocols()
 
 
 def _backbones(value: str) -> bool:
@@ -167,6 +174,7 @@ SCALES = Int(0, 4)  # output scales of the models: 0 (full resolution) .. 4
 BETAS = ListOf(Number(0, 1, hi_open=True), size=2)
 PATH = Text(expected="a path")
 WEIGHTS = AnyOf(Bool(), PATH, expected="true, false or a weights file path")
+MODEL_WEIGHTS = AnyOf(Bool(), PATH, expected="true, false, a timm weights tag (e.g. resnet101.tv_in1k) or a weights file path")
 SIZE = Size(16)  # network input sides are multiples of the models' size divisor (16)
 
 SPEC = {
@@ -175,9 +183,10 @@ SPEC = {
     "output_dir": PATH,
     "seed": Int(0, 2**32 - 1),
     "tasks": Tasks(),
+    "protocol": Text(_protocols),
     "model.name": Text(_models),
     "model.backbone": Backbone(),
-    "model.pretrained": WEIGHTS,
+    "model.pretrained": MODEL_WEIGHTS,
     "model.options": Mapping(),
     "data.dataset": Text(_datasets),
     "data.root": Maybe(PATH),
@@ -215,6 +224,7 @@ SPEC = {
     "train.sync_bn": Bool(),
     "train.freeze_bn": Bool(),
     "train.select_metric": Text(expected="auto or task/metric, e.g. semseg/mIoU"),
+    "train.select_scale": Maybe(SCALES),
     "train.progress": Bool(),
     "train.init_from": Maybe(PATH),
     "train.init_parts": Maybe(ListOf(Text(), min_size=1)),
@@ -245,6 +255,7 @@ SPEC = {
     "uda.betas": BETAS,
     "uda.power": Number(0),
     "uda.depth_ref": Number(0, lo_open=True),
+    "eval.all_scales": Bool(),
     "eval.edge_boundary": Bool(),
     "eval.num_thresholds": Int(1),
 }

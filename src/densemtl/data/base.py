@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..tasks import canonical_tasks, get_task, parse_task_set
+from ..tasks import canonical_tasks, get_protocol, get_task, parse_task_set
+from .geometry import release_intrinsics
 from .io import DataError
 from .labelsets import LabelSet
-from .transforms import hflip_sample, random_crop, random_scale_crop, resize_sample, to_tensors
+from .transforms import hflip_sample, new_view, random_crop, random_scale_crop, resize_sample, to_tensors
 
 
 class DenseDataset(torch.utils.data.Dataset):
@@ -41,6 +42,11 @@ class DenseDataset(torch.utils.data.Dataset):
         seed: split seed (Synthia, VKITTI2) and augmentation base seed.
         sequence: also return the neighbour frames ``frames {-1, 1}`` (and ground-truth
             ``poses`` where the dataset has them), transformed like the frame itself.
+        protocol: ``standard`` or ``paper`` (:mod:`densemtl.tasks.protocol`): whose label
+            definitions ``labels`` follows (e.g. the released normals target under ``paper``).
+        extra_protocols: other protocols whose labels are also returned, under
+            ``protocol_labels {protocol: {task: tensor}}`` (evaluating several protocols in one
+            pass; not with augmentation).
     """
 
     name = ""
@@ -53,11 +59,14 @@ class DenseDataset(torch.utils.data.Dataset):
     supports_sequence = False  # yields neighbour frames t-1, t+1 with sequence=True
     label_sets: dict[str, LabelSet] = {}  # empty: the classes are fixed (or read by _setup)
     default_label_set: str | None = None
+    # the camera of the authors' released code, {fx, fy, u0, v0, width, height} at full
+    # resolution (protocol "paper" normals target); None: the camera and size read from the files
+    release_camera: dict | None = None
 
     def __init__(self, root, split: str = "train", tasks="SD", size=None, augment: bool | None = None,
                  scale_crop=None, edge_aware_normals: bool = False, normals_smooth_sigma: float = 0.0,
                  seed: int = 0, limit: int | None = None, sequence: bool = False, crop=None,
-                 label_set: str | None = None):
+                 label_set: str | None = None, protocol: str = "standard", extra_protocols=()):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(f"dataset root {self.root} does not exist (dataset '{self.name}'); "
@@ -87,6 +96,16 @@ class DenseDataset(torch.utils.data.Dataset):
         self.crop = tuple(int(v) for v in crop) if crop else None
         if self.crop is not None and (len(self.crop) != 2 or not all(0 < c <= s for c, s in zip(self.crop, self.size))):
             raise ValueError(f"crop {list(self.crop)} must be (H, W) within the working size {list(self.size)}")
+        self.protocol = get_protocol(protocol)
+        self.extra_protocols = tuple(get_protocol(p) for p in extra_protocols if get_protocol(p) is not self.protocol)
+        if self.extra_protocols and (self.augment or self.scale_crop or self.crop):
+            raise ValueError("labels of several protocols are for evaluation: use augment=False and no crop")
+        sources = canonical_tasks({self._source(t) for t in self.tasks})
+        self._late_labels = {p.name: [t for t in sources if self._late(p, t)] for p in (self.protocol, *self.extra_protocols)}
+        late = self._late_labels[self.protocol.name]
+        if late and self.scale_crop:
+            raise ValueError(f"protocol '{self.protocol.name}': the {', '.join(late)} target is computed with the released "
+                             f"code's camera, which has no random scale-crop: leave scale_crop unset")
         self.records = self._records()
         if limit is not None:
             self.records = self.records[: int(limit)]
@@ -141,6 +160,17 @@ class DenseDataset(torch.utils.data.Dataset):
     def _derive_options(self) -> dict:
         return {"edge_aware_normals": self.edge_aware_normals, "normals_smooth_sigma": self.normals_smooth_sigma}
 
+    def _late(self, protocol, label: str) -> bool:
+        """Whether ``label`` is derived after the augmentation under ``protocol``."""
+        return label not in self.native_tasks and protocol.task(label).derive_after_augmentation
+
+    def _needed(self, protocol) -> set[str]:
+        """Labels kept through the augmentation: the tasks' and those late derivations use."""
+        need = {self._source(t) for t in self.tasks}
+        for t in self._late_labels[protocol.name]:
+            need.update(get_task(t).derived_from)
+        return need
+
     def __len__(self) -> int:
         return len(self.records)
 
@@ -153,15 +183,19 @@ class DenseDataset(torch.utils.data.Dataset):
 
         Any error reading the sample is a :class:`DataError` whose one-line message names the
         file (or, for an unexpected error, the sample and the error type)."""
+        return self._finish(self._guarded(self._load, index), index)
+
+    def _guarded(self, fn, index: int, *args):
         record = self.records[index]
         try:
-            return self._load(record)
+            return fn(record, *args)
         except DataError:
             raise
         except (ValueError, TypeError, KeyError, OSError) as e:
             raise DataError(f"{self.name} sample '{record}' at {self.root}: {type(e).__name__}: {e}") from e
 
     def _load(self, record) -> dict:
+        """Read, resize, derive the labels that come before the augmentation (every protocol)."""
         need = {self._source(t) for t in self.tasks}
         derived = [t for t in canonical_tasks(need) if t not in self.native_tasks]
         for t in derived:
@@ -170,7 +204,9 @@ class DenseDataset(torch.utils.data.Dataset):
         img = raw["image"]
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise DataError(f"{raw['id']}: image must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
-        sample = {"image": img.astype(np.float32) / 255.0, "labels": raw["labels"], "K": raw["K"], "id": raw["id"]}
+        task = self.protocol.task
+        sample = {"image": img.astype(np.float32) / 255.0, "labels": {t: task(t).from_native(v) for t, v in raw["labels"].items()},
+                  "K": raw["K"], "id": raw["id"]}
         if "frames" in raw:
             for k, f in raw["frames"].items():
                 if f.shape != img.shape:
@@ -178,29 +214,82 @@ class DenseDataset(torch.utils.data.Dataset):
             sample["frames"] = {k: f.astype(np.float32) / 255.0 for k, f in raw["frames"].items()}
         if "poses" in raw:
             sample["poses"] = raw["poses"]
-        sample = resize_sample(sample, self.size)
+        sample = resize_sample(sample, self.size, task)
+        sample["view"] = new_view(raw["K"], img.shape[:2], self.size)
         labels = sample["labels"]
         for t in derived:
-            if t not in labels:
-                labels[t] = get_task(t).derive(labels, sample["image"], sample["K"], **self._derive_options())
-        sample["labels"] = {t: labels[self._source(t)] for t in self.tasks}
+            if t not in labels and not task(t).derive_after_augmentation:
+                labels[t] = task(t).derive(labels, sample["image"], sample["K"], **self._derive_options())
+        keep = self._needed(self.protocol)
+        sample["labels"] = {t: v for t, v in labels.items() if t in keep}
+        if self.extra_protocols:
+            sample["protocol_labels"] = {p.name: self._labels_of(p, raw["labels"], sample, derived) for p in self.extra_protocols}
         return sample
 
+    def _labels_of(self, protocol, native: dict, sample: dict, derived: list[str]) -> dict:
+        """Labels of ``protocol`` at the working size (early derivations only), from the files' arrays."""
+        task = protocol.task
+        labels = {t: task(t).resize_label(task(t).from_native(v), self.size) for t, v in native.items()}
+        for t in derived:
+            if t not in labels and not task(t).derive_after_augmentation:
+                labels[t] = task(t).derive(labels, sample["image"], sample["K"], **self._derive_options())
+        return labels
+
+    def release_K(self, view: dict) -> np.ndarray:
+        """The intrinsics the released code uses for a sample (:func:`release_intrinsics`) with
+        ``release_camera``, or without it the camera and size read from the files."""
+        cam = self.release_camera
+        if cam is None:
+            K, (h, w) = view["native_K"], view["native_size"]
+            cam = {"fx": K[0, 0], "fy": K[1, 1], "u0": K[0, 2], "v0": K[1, 2], "width": w, "height": h}
+        return release_intrinsics(cam, view["x1"], view["y1"], view["flip"])
+
+    def _derive_late(self, protocol, labels: dict, sample: dict) -> dict:
+        late = [t for t in self._late_labels[protocol.name] if t not in labels]
+        if late:
+            if sample["view"]["rescaled"]:
+                raise ValueError(f"the '{late[0]}' target of protocol '{protocol.name}' cannot follow a rescaling augmentation")
+            opts = {**self._derive_options(), "release_K": self.release_K(sample["view"])}
+            labels = dict(labels)
+            for t in late:
+                labels[t] = protocol.task(t).derive(labels, sample["image"], sample["K"], **opts)
+        return {t: labels[self._source(t)] for t in self.tasks}
+
+    def _finish(self, sample: dict, index: int) -> dict:
+        """Late derivations (after the augmentation) and the tasks' labels only."""
+        def finish(record, sample):
+            out = dict(sample)
+            out["labels"] = self._derive_late(self.protocol, sample["labels"], sample)
+            if "protocol_labels" in sample:
+                out["protocol_labels"] = {p.name: self._derive_late(p, sample["protocol_labels"][p.name], sample)
+                                          for p in self.extra_protocols}
+            out.pop("view", None)
+            return out
+
+        return self._guarded(finish, index, sample)
+
     def __getitem__(self, index: int) -> dict:
-        sample = self.load(index)
+        sample = self._guarded(self._load, index)
         if self.augment or self.scale_crop or self.crop:
+            task = self.protocol.task
             rng = np.random.default_rng([self.seed, self.epoch, index])
             if self.crop:
                 sample = random_crop(sample, rng, self.crop)
             if self.scale_crop:
-                sample = random_scale_crop(sample, rng, self.scale_crop)
+                sample = random_scale_crop(sample, rng, self.scale_crop, task)
             if self.augment and rng.random() < 0.5:
-                sample = hflip_sample(sample)
-        return to_tensors(sample)
+                sample = hflip_sample(sample, task)
+        sample = self._finish(sample, index)
+        out = to_tensors(sample, self.protocol.task)
+        if "protocol_labels" in sample:
+            out["protocol_labels"] = {p.name: to_tensors({**sample, "labels": sample["protocol_labels"][p.name]}, p.task)["labels"]
+                                      for p in self.extra_protocols}
+        return out
 
     def meter_options(self) -> dict:
-        """Options for the tasks' meters (class count, depth range)."""
-        return {"num_classes": self.num_classes, "min_depth": self.depth_range[0], "max_depth": self.depth_range[1]}
+        """Options for the tasks' meters (class count, depth range, whether normals are read from files)."""
+        return {"num_classes": self.num_classes, "min_depth": self.depth_range[0], "max_depth": self.depth_range[1],
+                "normals_from_files": "normals" in self.native_tasks}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={self.root}, split={self.split}, tasks={self.tasks}, n={len(self)}, size={self.size})"
@@ -217,4 +306,7 @@ def collate(batch: list[dict]) -> dict:
     for key in ("frames", "poses"):
         if key in batch[0]:
             out[key] = {k: torch.stack([b[key][k] for b in batch]) for k in batch[0][key]}
+    if "protocol_labels" in batch[0]:
+        out["protocol_labels"] = {p: {t: torch.stack([b["protocol_labels"][p][t] for b in batch]) for t in labels}
+                                  for p, labels in batch[0]["protocol_labels"].items()}
     return out

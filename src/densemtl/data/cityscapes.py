@@ -57,6 +57,7 @@ class Cityscapes(DenseDataset):
     depth_range = (1e-3, 80.0)
     native_tasks = ("semseg", "depth")
     supports_sequence = True  # leftImg8bit_sequence: frames t-1 and t+1 of each labelled frame t
+    release_camera = {"fx": 2262.52, "fy": 2265.3017905988554, "u0": 1096.98, "v0": 513.137, "width": 2048, "height": 1024}
 
     def _records(self):
         base = self.root / "leftImg8bit" / self.split

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..tasks.geometry import angle_between, backproject, normals_from_depth, smooth_depth
 
-__all__ = ["intrinsics_matrix", "scale_intrinsics", "flip_intrinsics", "crop_intrinsics", "backproject",
-           "normals_from_depth", "smooth_depth", "angle_between"]
+__all__ = ["intrinsics_matrix", "scale_intrinsics", "flip_intrinsics", "crop_intrinsics", "release_intrinsics",
+           "backproject", "normals_from_depth", "smooth_depth", "angle_between"]
 
 
 def intrinsics_matrix(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
@@ -45,3 +45,15 @@ def crop_intrinsics(K: np.ndarray, top: int, left: int) -> np.ndarray:
     K2[0, 2] -= left
     K2[1, 2] -= top
     return K2
+
+
+def release_intrinsics(camera: dict, x1: int, y1: int, flip: bool) -> np.ndarray:
+    """Intrinsics as the authors' released code builds them for a training sample:
+    ``[[fx, 0, u0 - x1], [0, fy, v0 - y1], [0, 0, 1]]`` from the *full-resolution* camera
+    ``{fx, fy, u0, v0, width, height}`` (not rescaled to the working size), ``(x1, y1)`` the
+    crop offset in the (flipped) working-size image; on a horizontal flip ``u0 -> width - u0``
+    and also ``v0 -> height - v0``."""
+    u0, v0 = float(camera["u0"]), float(camera["v0"])
+    if flip:
+        u0, v0 = float(camera["width"]) - u0, float(camera["height"]) - v0
+    return intrinsics_matrix(float(camera["fx"]), float(camera["fy"]), u0 - x1, v0 - y1)

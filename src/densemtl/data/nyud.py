@@ -5,7 +5,8 @@ ROOT/
   images/<id>.png|.jpg        RGB uint8 (480 x 640)
   segmentation/<id>.png       uint8, 0 = void, 1..40 = the 40 classes of Gupta et al.
   depth/<id>.npy              float32 metres, 0 = invalid
-  normals/<id>.png            uint8 RGB, n = 2 v / 255 - 1 (channel 0 = x, right); (0,0,0) = invalid
+  normals/<id>.png|.npy       uint8 RGB, n = 2 v / 255 - 1 (channel 0 = x, right); (0,0,0) = invalid;
+                              or float (H, W, 3) vectors (the .npy of the ASTMT / MTI-Net release)
   edge/<id>.png|.npy          0/255 PNG or 0/1 array
   gt_sets/train.txt, val.txt  one id per line (795 / 654, the official split)
   dataset.json                optional: {"num_classes", "class_names", "intrinsics": {fx, fy, cx, cy, width, height}}
@@ -20,6 +21,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 import numpy as np
 
+from ..tasks import get_task
 from .base import DenseDataset
 from .geometry import intrinsics_matrix
 from .io import DataError, numeric_map, read_json, read_npy, read_png, read_rgb
@@ -36,11 +38,15 @@ NYUD40_CLASSES = (
 KINECT = dict(fx=518.86, fy=519.47, cx=325.58, cy=253.74, width=640, height=480)
 
 
+def normals_png_vectors(arr: np.ndarray) -> np.ndarray:
+    """uint8 RGB normals -> vectors ``2 v / 255 - 1`` (float32, invalid pixels not marked)."""
+    return arr.astype(np.float32) * (2.0 / 255.0) - 1.0
+
+
 def decode_normals_png(arr: np.ndarray) -> np.ndarray:
-    n = arr.astype(np.float32) * (2.0 / 255.0) - 1.0
-    invalid = (arr == 0).all(-1) | (np.linalg.norm(n, axis=-1) < 0.5)
-    n[invalid] = 0
-    return n
+    """uint8 RGB normals -> vectors with the invalid ones (black pixels, short vectors) zeroed
+    (what the standard normals task makes of :func:`normals_png_vectors`)."""
+    return get_task("normals").from_native(normals_png_vectors(arr))
 
 
 def encode_normals_png(n: np.ndarray) -> np.ndarray:
@@ -140,9 +146,13 @@ class NYUDv2(DenseDataset):
         p = self.root / "edge" / f"{i}.png"
         return p if p.is_file() or not (self.root / "edge" / f"{i}.npy").is_file() else self.root / "edge" / f"{i}.npy"
 
+    def _normals_path(self, i):
+        p = self.root / "normals" / f"{i}.png"
+        return p if p.is_file() or not (self.root / "normals" / f"{i}.npy").is_file() else self.root / "normals" / f"{i}.npy"
+
     def files_of(self, i):
         return [self._image_path(i), self.root / "segmentation" / f"{i}.png", self.root / "depth" / f"{i}.npy",
-                self.root / "normals" / f"{i}.png", self._edge_path(i)]
+                self._normals_path(i), self._edge_path(i)]
 
     def _check_hw(self, arr, path, what, hw):
         if arr.shape[:2] != hw:
@@ -188,13 +198,13 @@ class NYUDv2(DenseDataset):
             if not np.isfinite(d).all():
                 raise DataError(f"{p}: depth contains NaN/Inf")
             labels["depth"] = np.where(d > 0, d, 0).astype(np.float32)
-        if "normals" in tasks:
-            p = self.root / "normals" / f"{i}.png"
-            n = read_png(p, "normals")
-            if n.ndim != 3 or n.shape[2] != 3:
-                raise DataError(f"{p}: normals must be an RGB PNG, got shape {n.shape}")
+        if "normals" in tasks:  # vectors as stored; the normals task marks the invalid ones (from_native)
+            p = self._normals_path(i)
+            n = read_npy(p, "normals") if p.suffix == ".npy" else read_png(p, "normals")
+            if n.ndim != 3 or n.shape[2] != 3 or n.dtype.kind not in ("u" if p.suffix == ".png" else "f"):
+                raise DataError(f"{p}: normals must be an RGB PNG or an (H, W, 3) float array, got {n.dtype} {n.shape}")
             self._check_hw(n, p, "normals", hw)
-            labels["normals"] = decode_normals_png(n)
+            labels["normals"] = normals_png_vectors(n) if p.suffix == ".png" else n.astype(np.float32)
         if "edges" in tasks:
             p = self._edge_path(i)
             e = numeric_map(read_npy(p, "edges") if p.suffix == ".npy" else read_png(p, "edges"), p, "edge map")

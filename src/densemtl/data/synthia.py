@@ -41,6 +41,7 @@ class Synthia(DenseDataset):
     native_tasks = ("semseg", "depth")
     splits = ("train", "val", "all")
     K_full = intrinsics_matrix(532.74, 532.74, 640.0, 380.0)  # 1280 x 760
+    release_camera = {"fx": 532.740352, "fy": 532.740352, "u0": 640.0, "v0": 380.0, "width": 1280, "height": 760}
 
     def _records(self):
         rgb = self.root / "RGB"

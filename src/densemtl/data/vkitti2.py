@@ -65,6 +65,7 @@ class VirtualKITTI2(DenseDataset):
     native_tasks = ("semseg", "depth")
     splits = ("train", "val", "all")
     K_full = intrinsics_matrix(725.0087, 725.0087, 620.5, 187.0)  # 1242 x 375
+    release_camera = {"fx": 725.0087, "fy": 725.0087, "u0": 620.5, "v0": 187.0, "width": 1242, "height": 375}
     variation = "15-deg-left"
     camera = "Camera_0"
 

@@ -27,7 +27,9 @@ def dataset_info(cfg: DictConfig) -> dict:
     return {"num_classes": num_classes, "class_names": list(names), "depth_range": list(cls.depth_range)}
 
 
-def build_dataset(cfg: DictConfig, split: str, train: bool):
+def build_dataset(cfg: DictConfig, split: str, train: bool, extra_protocols=()):
+    """The configured dataset's ``split`` with labels of ``cfg.protocol`` (and of
+    ``extra_protocols``, for evaluation)."""
     if not cfg.data.root:
         raise ValueError(f"data.root is not set: give the {cfg.data.dataset} dataset root, e.g. data.root=/path/to/{cfg.data.dataset}")
     opts = dict(_plain(cfg.data.options) or {})
@@ -38,7 +40,7 @@ def build_dataset(cfg: DictConfig, split: str, train: bool):
         cfg.data.dataset, cfg.data.root, split, parse_task_set(cfg.tasks),
         size=_plain(cfg.data.size), augment=bool(cfg.data.augment) if train else False,
         scale_crop=_plain(cfg.data.scale_crop) if train else None, crop=_plain(cfg.data.crop) if train else None,
-        seed=int(cfg.seed), limit=limit, **opts,
+        seed=int(cfg.seed), limit=limit, protocol=cfg.protocol, extra_protocols=tuple(extra_protocols), **opts,
     )
 
 
@@ -102,14 +104,19 @@ def build_model(cfg: DictConfig, num_classes: int | None):
     tasks = parse_task_set(cfg.tasks)
     pretrained = cfg.model.pretrained
     try:
-        return create_model(cfg.model.name, tasks, num_classes=num_classes if "semseg" in tasks else None,
-                            backbone=cfg.model.backbone, pretrained=pretrained if pretrained else False,
-                            **(_plain(cfg.model.options) or {}))
+        model = create_model(cfg.model.name, tasks, num_classes=num_classes if "semseg" in tasks else None,
+                             backbone=cfg.model.backbone, pretrained=pretrained if pretrained else False,
+                             **(_plain(cfg.model.options) or {}))
     except ValueError as e:
         opt = next((k for k in model_options(cfg.model.name) if str(e).startswith(f"{k} ")), None)
         if opt is None:
             raise
         raise ConfigError(f"model.options.{e}") from None
+    select = cfg.train.select_scale
+    if select is not None and select not in model.supervised_scales:
+        raise ConfigError(f"train.select_scale: model {cfg.model.name} has the output scales "
+                          f"{list(model.supervised_scales)}; got {select}")
+    return model
 
 
 def build_weighting(cfg: DictConfig):

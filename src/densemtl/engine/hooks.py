@@ -12,6 +12,7 @@ import torch
 
 from ..tasks import get_task
 from .distributed import is_main
+from .evaluate import flatten
 
 
 class HookBase:
@@ -75,16 +76,26 @@ class LogHook(HookBase):
 
 class EvalHook(HookBase):
     """Evaluate every ``train.eval_every`` steps and at the end; the record goes to
-    ``metrics.jsonl`` and TensorBoard after the hooks' ``after_eval``."""
+    ``metrics.jsonl`` and TensorBoard after the hooks' ``after_eval``.
+
+    Every supervised output scale of the model is evaluated (``eval.all_scales``; else the
+    evaluation scale and ``train.select_scale``): the evaluation scale's metrics keep their keys
+    (``semseg/mIoU``), another scale ``k``'s are ``s<k>/semseg/mIoU``. Hooks receive the
+    evaluation scale's results; all scales are in ``trainer.eval_results`` (``{scale: results}``).
+    """
 
     def after_step(self, trainer, logs):
         if trainer.val_loader is None or not _due(trainer, trainer.cfg.train.eval_every):
             return
-        results = trainer.evaluate()
+        cfg, eval_scale = trainer.cfg, trainer.model.eval_scale
+        scales = "all" if cfg.eval.all_scales else sorted({eval_scale, cfg.train.select_scale} - {None})
+        trainer.eval_results = by_scale = trainer.evaluate(scales)
         if not is_main():
             return
-        flat = {f"{t}/{k}": v for t, d in results.items() for k, v in d.items()}
-        rec = {"type": "eval", "iter": trainer.iter, "split": trainer.cfg.data.val_split}
+        results = by_scale[eval_scale]
+        flat = flatten(by_scale, eval_scale)
+        rec = {"type": "eval", "iter": trainer.iter, "split": cfg.data.val_split, "protocol": trainer.protocol.name,
+               "eval_scale": eval_scale}
         for h in trainer.hooks:
             h.after_eval(trainer, results, rec)
         rec.update(flat)
@@ -100,10 +111,12 @@ class BestCheckpointHook(HookBase):
     ``checkpoints/best.pt``. ``train.select_metric``: ``task/metric``, or ``auto``: the
     headline metric for one task; for several, the mean signed relative change of the
     headline metrics against this run's first evaluation (each task's first finite, non-zero
-    value)."""
+    value). ``select_scale``: the output scale whose metrics are scored (``None``: the
+    evaluation scale)."""
 
-    def __init__(self, select_metric: str = "auto"):
+    def __init__(self, select_metric: str = "auto", select_scale: int | None = None):
         self.select_metric = select_metric
+        self.select_scale = select_scale
         self.best: dict | None = None
         self.select_ref: dict | None = None
 
@@ -129,6 +142,9 @@ class BestCheckpointHook(HookBase):
         return sum(terms) / len(terms) if terms else 0.0
 
     def after_eval(self, trainer, results, record):
+        if self.select_scale is not None and self.select_scale != trainer.model.eval_scale:
+            results = trainer.eval_results[self.select_scale]
+            record["select_scale"] = self.select_scale
         score = record["score"] = self.score(results, trainer.tasks)
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "iter": trainer.iter, "metrics": results}
@@ -161,7 +177,7 @@ class ImageHook(HookBase):
         for i in range(x.shape[0]):
             rows = [np.asarray(x[i].permute(1, 2, 0).cpu().numpy() * 255, dtype=np.uint8)]
             for t in trainer.tasks:
-                task = get_task(t)
+                task = trainer.protocol.task(t)
                 pred = task.decode(out[t][trainer.model.eval_scale][i : i + 1].float())[0]
                 opts = {"num_classes": trainer.num_classes}
                 rows.append(np.concatenate([task.render(batch["labels"][t][i], **opts), task.render(pred, **opts)], 1))

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..tasks import parse_task_set
+from ..tasks import get_protocol, parse_task_set
 from . import builders, warmstart
 from .checkpoint import check_model_config, load_checkpoint, load_weights, save_checkpoint
 from .distributed import barrier, init_from_env, is_distributed, is_main
-from .evaluate import amp_context, evaluate
+from .evaluate import amp_context, evaluate_scales
 from .hooks import BestCheckpointHook, CheckpointHook, EvalHook, HookBase, ImageHook, LogHook, ProgressHook
 from .objectives import OBJECTIVES, StepContext, objective_classes
 from .rng import rng_state, seed_everything, set_rng_state
@@ -27,8 +27,8 @@ from .signals import TerminationHook, exit_code
 
 
 def default_hooks(cfg: DictConfig) -> list[HookBase]:
-    return [TerminationHook(), ProgressHook(), LogHook(), EvalHook(), BestCheckpointHook(cfg.train.select_metric), ImageHook(),
-            CheckpointHook()]
+    return [TerminationHook(), ProgressHook(), LogHook(), EvalHook(),
+            BestCheckpointHook(cfg.train.select_metric, cfg.train.select_scale), ImageHook(), CheckpointHook()]
 
 
 class Trainer:
@@ -49,7 +49,7 @@ class Trainer:
         self.cfg = cfg
         self.device = init_from_env()
         self.run = RunDirectory(run_dir if run_dir else run_dir_for(cfg))
-        self.tasks = parse_task_set(cfg.tasks)
+        self.tasks, self.protocol = parse_task_set(cfg.tasks), get_protocol(cfg.protocol)
         seed_everything(int(cfg.seed))
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal activations slow CPU kernels ~2x after some training
@@ -87,7 +87,7 @@ class Trainer:
             self._resume()
         if is_main():
             env = environment(self.device)
-            env.update(dataset={"name": cfg.data.dataset, "num_classes": self.num_classes,
+            env.update(protocol=self.protocol.name, dataset={"name": cfg.data.dataset, "num_classes": self.num_classes,
                                 "class_names": list(self.train_set.class_names),
                                 "train": len(self.train_set), "val": len(self.val_set) if self.val_set is not None else 0})
             self.run.open(cfg, env, resume, self.iter)
@@ -123,6 +123,7 @@ class Trainer:
             "iteration": self.iter,
             "rng": rng_state(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "protocol": self.protocol.name,
             "dataset": {"name": self.cfg.data.dataset, "num_classes": self.num_classes,
                         "class_names": list(self.train_set.class_names),
                         **{k: v for k, v in self.meter_options.items() if k in ("min_depth", "max_depth")}},
@@ -239,6 +240,11 @@ class Trainer:
         barrier()
         return self.best
 
-    def evaluate(self) -> dict:
-        return evaluate(self.ddp_model, self.val_loader, self.tasks, self.meter_options, self.device,
-                        self.cfg.train.amp, bool(self.cfg.train.channels_last), progress=bool(self.cfg.train.progress))
+    def evaluate(self, scales=None) -> dict:
+        """Run's protocol: ``{task: {metric: v}}`` at the evaluation scale; ``scales`` ("all"/list): ``{scale: ...}``."""
+        one, c = scales is None, self.cfg
+        out = evaluate_scales(self.ddp_model, self.val_loader, self.tasks, self.meter_options, self.device, c.train.amp,
+                              bool(c.train.channels_last), progress=bool(c.train.progress),
+                              scales=[self.model.eval_scale] if one else None if scales == "all" else scales,
+                              boundary_scales={self.model.eval_scale, c.train.select_scale} - {None}, protocol=self.protocol)
+        return out[self.model.eval_scale] if one else out

@@ -46,6 +46,11 @@ class MultiTaskModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
+    def exchange_modules(self) -> nn.Module | None:
+        """The cross-task exchange blocks added to the decoders (DenseMTL's mTEB), whose size is
+        the paper's Table 3 'Param.' column; ``None`` for a model without such blocks."""
+        return None
+
     def prediction_layers(self) -> dict[str, list[nn.Module]]:
         """The final 1x1 prediction convolutions of each task (overridden by each model)."""
         return {}

@@ -26,19 +26,18 @@ class Encoder(nn.Module):
 
     Args:
         name: timm model name (e.g. ``resnet101``, ``resnet18``).
-        pretrained: ``False``; ``True`` for timm's pretrained weights (downloads unless cached);
-            or a path to a local ``.pth``/``.pt``/``.safetensors`` state dict in torchvision or
-            timm naming (classifier keys are ignored).
+        pretrained: ``False``; ``True`` for timm's default pretrained weights of ``name``; a timm
+            weights tag of the same architecture (``resnet101.tv_in1k``: torchvision's ImageNet
+            V1 weights); both download unless cached (see :func:`resolve_pretrained`); or a path
+            to a local ``.pth``/``.pt``/``.safetensors`` state dict in torchvision or timm naming
+            (classifier keys are ignored).
     """
 
     def __init__(self, name: str = "resnet101", pretrained: bool | str | os.PathLike = False):
         super().__init__()
-        use_timm_weights = pretrained is True
+        kind, source = resolve_pretrained(pretrained, name)
         try:
-            self.body = timm.create_model(
-                name, pretrained=use_timm_weights, features_only=True, output_stride=16,
-                out_indices=(0, 1, 2, 3, 4),
-            )
+            self.body = create_backbone(source if kind == "timm" else name, kind == "timm")
         except RuntimeError as e:
             if name not in timm.list_models():
                 raise ValueError(f"unknown timm backbone '{name}' (see timm.list_models())") from e
@@ -51,12 +50,57 @@ class Encoder(nn.Module):
                 f"backbone '{name}' gives feature reductions {self.reductions}; densemtl needs "
                 f"{list(EXPECTED_REDUCTIONS)} (5 stages, output stride 16)"
             )
-        if pretrained not in (False, True, None, ""):
-            load_backbone_weights(self.body, pretrained)
+        if kind == "file":
+            load_backbone_weights(self.body, source)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """``(B, 3, H, W)`` normalised image -> 5 maps ``(B, C_k, H / r_k, W / r_k)``."""
         return self.body(x)
+
+
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+def resolve_pretrained(pretrained, name: str) -> tuple[str, str | None]:
+    """What ``pretrained`` asks for: ``("none", None)``, ``("timm", "<arch>.<tag>")`` (timm's
+    weights, resolved and downloaded by timm; ``True`` = the default tag of ``name``) or
+    ``("file", path)``. A string is a file when it names an existing file or ends with a weights
+    suffix, else a timm weights tag, which must be one of ``timm.list_pretrained()`` for the
+    architecture ``name``."""
+    if pretrained in (False, None, ""):
+        return "none", None
+    if pretrained is True:
+        return "timm", name
+    text = str(pretrained)
+    if Path(text).is_file() or text.lower().endswith(WEIGHT_SUFFIXES) or os.sep in text or "/" in text:
+        return "file", text
+    arch, _, tag = text.partition(".")
+    if not tag or text not in timm.list_pretrained(f"{arch}.*"):
+        raise FileNotFoundError(f"pretrained weights '{text}': no such file, nor a timm weights tag "
+                                f"(e.g. {name}.tv_in1k; see timm.list_pretrained('{name}.*'))")
+    if arch != name:
+        raise ValueError(f"pretrained weights '{text}' are for the architecture {arch}, but the backbone is {name}")
+    return "timm", text
+
+
+def create_backbone(name: str, pretrained: bool) -> nn.Module:
+    """The features-only dilated (output stride 16) timm backbone; ``pretrained`` loads timm's
+    weights for ``name`` (``arch`` or ``arch.tag``). A failed download is an ``OSError`` that
+    says how to work offline."""
+    kwargs = dict(features_only=True, output_stride=16, out_indices=(0, 1, 2, 3, 4))
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except Exception as e:  # no network, not in the cache: the hub's and HTTP clients' own errors
+        if not timm.is_model(name):
+            raise
+        cfg = timm.models.get_pretrained_cfg(name)
+        url = getattr(cfg, "url", None) or (f"https://huggingface.co/{cfg.hf_hub_id}" if getattr(cfg, "hf_hub_id", None) else None)
+        why = (str(e).strip().splitlines() or [""])[0]
+        raise OSError(f"cannot load the timm weights '{name}' ({type(e).__name__}: {why}); without network, set "
+                      f"model.pretrained to a local copy of them" + (f" ({url})" if url else "")
+                      + " or fill the Hugging Face cache and set HF_HUB_OFFLINE=1") from None
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

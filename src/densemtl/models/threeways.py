@@ -30,6 +30,9 @@ class ThreeWayNet(MultiTaskModel):
         self.widths = DECODER_WIDTHS
         self.init_prediction_biases()
 
+    def exchange_modules(self):
+        return self.exchanges
+
     def prediction_layers(self):
         return {t: list(self.decoders[t].heads.values()) for t in self.tasks}
 

@@ -67,6 +67,9 @@ class Task:
             ``derived_from`` is derived from the image alone).
         export_name: name of the task's output in exported models (default: ``name``).
         head_bias: initial bias of the prediction convs (``None``: PyTorch default).
+        derive_after_augmentation: :meth:`derive` needs the augmented sample's geometry (crop
+            offset, flip; passed as the ``release_K`` option): the dataset derives this label
+            after the augmentation instead of before it (the ``paper`` normals target).
     """
 
     name: str = ""
@@ -83,6 +86,7 @@ class Task:
     derived_from: tuple[str, ...] = ()
     export_name: str = ""
     head_bias: float | None = None
+    derive_after_augmentation: bool = False
 
     def out_channels(self, num_classes: int | None) -> int:
         if self.channels is not None:
@@ -102,6 +106,11 @@ class Task:
         return self.label_source or self.name
 
     # --- labels (NumPy, in the dataset pipeline) -----------------------------------------
+    def from_native(self, label: np.ndarray) -> np.ndarray:
+        """The task's label array from the array a dataset read from its files (native
+        resolution, before resizing); by default unchanged."""
+        return label
+
     def resize_label(self, label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """Label array at the working size ``(H, W)``; nearest neighbour by default."""
         return resize_label_array(label, size)

@@ -14,6 +14,7 @@ import torch
 
 from .base import Task, register_task
 from .meter import Meter
+from .protocol import PAPER
 from .render import colormap, to_numpy
 
 D_FAR = 655.36  # metres; inverse-depth code z = D_FAR / (d + EPS)
@@ -223,3 +224,113 @@ class Depth(Task):
 
 
 DEPTH = register_task(Depth())
+
+
+# --- protocol "paper": the authors' released loss, decoding and metric ----------------------
+
+RELEASE_OFFSET = 1.0  # metres: the release decodes the code as 655.36 / z - 1 (not - 0.01)
+RELEASE_RANGE = (1e-3, 80.0)  # metres, every dataset
+
+
+def release_decode(code: torch.Tensor) -> torch.Tensor:
+    """The release's decoding of the inverse-depth code: ``655.36 / z - 1`` (metres - 0.99 m)."""
+    return D_FAR / code - RELEASE_OFFSET
+
+
+def release_berhu(code_pred: torch.Tensor, depth: torch.Tensor, threshold_ratio: float = 0.2) -> torch.Tensor:
+    """The release's berHu: ``a = |target code - predicted code| * mask`` (mask: depth > 0),
+    threshold ``0.2 * max(a)`` over the batch (detached), averaged over *all* pixels (masked
+    ones count as zero). ``code_pred, depth (B, 1, H, W)``, depth in metres."""
+    valid = depth > 0
+    target = torch.where(valid, depth_to_code(torch.where(valid, depth, torch.ones_like(depth))), torch.zeros_like(depth))
+    a = (target - code_pred).abs() * valid
+    c = threshold_ratio * a.detach().max()
+    return berhu(a, c).mean()
+
+
+class ReleaseDepthMeter(Meter):
+    """The released depth metric, per image then averaged over the images.
+
+    ``update(pred (B, 1|-, H, W) metres as decoded by :func:`release_decode`, label (B, 1|-, H, W)
+    metric depth, <= 0 invalid)``. The label is encoded to the inverse-depth code and decoded
+    like the prediction (``655.36 / z - 1``); pixels count where the label is valid and
+    ``1e-3 < decoded label < 80``. With ``median_scaling`` the prediction is first multiplied
+    by median(label) / median(prediction) over those pixels (lower middle values); it is then
+    clamped to [1e-3, 80]. Per image: MSE, AbsRel, SqRel and the fractions with
+    max(p/g, g/p) < 1.25^k; each averaged over the images (``delta*`` in %), ``rmse`` =
+    sqrt(mean MSE). An image without a counted pixel is skipped (the release would give NaN).
+    """
+
+    task = "depth"
+    _KEYS = ("mse", "abs_rel", "sq_rel", "d1", "d2", "d3", "images")
+
+    def __init__(self, median_scaling: bool = False):
+        self.median_scaling = bool(median_scaling)
+        self.min_depth, self.max_depth = RELEASE_RANGE
+        super().__init__()
+
+    def _init_state(self):
+        return {k: torch.zeros((), dtype=torch.float64) for k in self._KEYS}
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor) -> None:
+        pred, label = pred.reshape(pred.shape[0], -1), label.reshape(label.shape[0], -1)
+        if pred.shape != label.shape:
+            raise ValueError(f"depth: prediction and label sizes differ ({pred.shape[1]} vs {label.shape[1]} pixels)")
+        self._check(label=label)
+        if torch.isnan(pred).any():  # +-inf (a code of 0) is clamped below, as in the release
+            self._check(prediction=pred)
+        d = label.double()
+        valid = d > 0
+        g = release_decode(depth_to_code(torch.where(valid, d, torch.ones_like(d))))
+        valid &= (g > self.min_depth) & (g < self.max_depth)
+        p_all = pred.double()
+        s = self.state
+        for b in range(d.shape[0]):
+            m = valid[b]
+            if not m.any():
+                continue
+            p, t = p_all[b][m], g[b][m]
+            if self.median_scaling:
+                p = p * t.median() / p.median()
+            p = p.clamp(self.min_depth, self.max_depth)
+            ratio = torch.maximum(t / p, p / t)
+            s["mse"] += (p - t).square().mean().cpu()
+            s["abs_rel"] += ((p - t).abs() / t).mean().cpu()
+            s["sq_rel"] += ((p - t).square() / t).mean().cpu()
+            for k in (1, 2, 3):
+                s[f"d{k}"] += (ratio < 1.25**k).double().mean().cpu()
+            s["images"] += 1.0
+
+    def compute(self) -> dict[str, float]:
+        s = self.state
+        n = float(s["images"])
+        if n == 0:
+            return {k: float("nan") for k in ("rmse", "abs_rel", "sq_rel", "delta1", "delta2", "delta3")}
+        return {
+            "rmse": math.sqrt(float(s["mse"]) / n),
+            "abs_rel": float(s["abs_rel"]) / n,
+            "sq_rel": float(s["sq_rel"]) / n,
+            "delta1": float(s["d1"]) / n * 100,
+            "delta2": float(s["d2"]) / n * 100,
+            "delta3": float(s["d3"]) / n * 100,
+        }
+
+
+class PaperDepth(Depth):
+    """Depth as the released code computes it (protocol ``paper``): :func:`release_berhu`,
+    :func:`release_decode` and :class:`ReleaseDepthMeter` (range 1e-3..80 m on every
+    dataset; median scaling only with the meter option ``median_scaling``)."""
+
+    description = "depth, the released code's loss, decoding and metric"
+
+    def loss(self, pred, label):
+        return release_berhu(pred, label)
+
+    def decode(self, pred):
+        return release_decode(pred)
+
+    def meter(self, median_scaling: bool = False, **_):
+        return ReleaseDepthMeter(median_scaling=median_scaling)
+
+
+PAPER_DEPTH = PAPER.add_variant(PaperDepth())

@@ -1,5 +1,9 @@
 """Edges: one logit per pixel, weighted BCE (0.95 / 0.05), F1 and ODS/OIS F; derived from
-semantic and depth boundaries when a dataset has no edge labels."""
+semantic and depth boundaries when a dataset has no edge labels.
+
+Also the ``paper`` protocol's variant (:class:`PaperEdges`): the released code's label
+resizing, loss and metric (docs/fidelity.md).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import IGNORE_INDEX, Task, register_task
+from .base import IGNORE_INDEX, Task, register_task, resize_label_array
 from .boundary import boundary_counts, default_thresholds, f_score
 from .meter import Meter
+from .protocol import PAPER
 from .render import to_numpy
 
 
@@ -162,3 +167,92 @@ class Edges(Task):
 
 
 EDGES = register_task(Edges())
+
+
+# --- protocol "paper": the authors' released label resizing, loss and metric ----------------
+
+def release_edges_loss(logit: torch.Tensor, edges: torch.Tensor, pos_weight: float = 0.95,
+                       neg_weight: float = 0.05) -> torch.Tensor:
+    """Weighted BCE normalised by the sum of the pixels' weights (what the release's
+    two-logit ``cross_entropy(weight=(0.05, 0.95))`` computes): ``sum_i w_i bce_i / sum_i w_i``
+    over the labelled pixels (255 = ignore); ``(B, 1, H, W)``."""
+    valid = edges != IGNORE_INDEX
+    if not valid.any():
+        return logit.sum() * 0.0
+    target = (edges == 1).to(logit.dtype)
+    weight = torch.where(target > 0, torch.full_like(target, pos_weight), torch.full_like(target, neg_weight)) * valid
+    loss = F.binary_cross_entropy_with_logits(logit, target, reduction="none")
+    return (loss * weight).sum() / weight.sum()
+
+
+def release_resize_edges(label: np.ndarray, size: tuple[int, int], ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """The release's edge label resizing: the 0/1 map resized bilinearly (half-pixel centres, no
+    antialiasing), then every pixel > 0 is an edge; ignored pixels (if any) follow by nearest
+    neighbour. ``(H, W)`` uint8 -> ``size = (H, W)``."""
+    h, w = size
+    if label.shape[:2] == (h, w):
+        return label
+    edge = torch.from_numpy(np.ascontiguousarray(label == 1, dtype=np.float32))[None, None]
+    out = (F.interpolate(edge, size=(h, w), mode="bilinear", align_corners=False)[0, 0] > 0).numpy().astype(label.dtype)
+    ignored = resize_label_array(label, size) == ignore_index
+    out[ignored] = ignore_index
+    return out
+
+
+class ReleaseEdgeMeter(Meter):
+    """The released edge metric: edge where the probability is > 0.5 (the argmax of the
+    release's two logits), one 2x2 confusion matrix over the split, per-class F1
+    ``2 TP / (predicted + actual)``; ``f1`` is the mean of the background and edge F1 (%),
+    also reported apart (``f1_edge``, ``f1_background``). 255 = ignore.
+    ``update(prob (B, 1|-, H, W), label (B, 1|-, H, W))``."""
+
+    task = "edges"
+
+    def __init__(self, ignore_index: int = IGNORE_INDEX):
+        self.ignore_index = ignore_index
+        super().__init__()
+
+    def _init_state(self):
+        return {"confusion": torch.zeros(2, 2, dtype=torch.int64)}
+
+    def update(self, prob: torch.Tensor, label: torch.Tensor) -> None:
+        prob = prob.reshape(prob.shape[0], *prob.shape[-2:])
+        label = label.reshape(label.shape[0], *label.shape[-2:])
+        if prob.shape != label.shape:
+            raise ValueError(f"edges: prediction {tuple(prob.shape)} and label {tuple(label.shape)} differ in shape")
+        self._check(prediction=prob, label=label.float())
+        valid = label != self.ignore_index
+        gt = (label[valid] == 1).long()
+        pred = (prob[valid] > 0.5).long()
+        self.state["confusion"] += torch.bincount((gt * 2 + pred).cpu(), minlength=4).view(2, 2)
+
+    def compute(self) -> dict[str, float]:
+        cm = self.state["confusion"].double()
+        denom = cm.sum(0) + cm.sum(1)
+        f1 = torch.where(denom > 0, 2 * cm.diag() / denom.clamp_min(1), torch.full_like(denom, float("nan")))
+        known = ~torch.isnan(f1)
+        return {
+            "f1": float(f1[known].mean() * 100) if known.any() else float("nan"),
+            "f1_edge": float(f1[1] * 100),
+            "f1_background": float(f1[0] * 100),
+        }
+
+
+class PaperEdges(Edges):
+    """Edges as the released code computes them (protocol ``paper``): labels read from files
+    resized with :func:`release_resize_edges`, :func:`release_edges_loss`,
+    :class:`ReleaseEdgeMeter`."""
+
+    description = "edges, the released code's label resizing, loss and metric"
+
+    def resize_label(self, label, size):
+        return release_resize_edges(label, size, self.ignore_index)
+
+    def loss(self, pred, label):
+        return release_edges_loss(pred, label)
+
+    def meter(self, **_):
+        return ReleaseEdgeMeter(self.ignore_index)
+
+
+PAPER_EDGES = PAPER.add_variant(PaperEdges())

@@ -103,3 +103,52 @@ def angle_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     an = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
     bn = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-12)
     return np.degrees(np.arccos(np.clip((an * bn).sum(-1), -1.0, 1.0)))
+
+
+# --- the authors' released normals target (protocol "paper", docs/fidelity.md) --------------
+
+# neighbour bases of the release, as (dw, dh) offsets: the normal of a basis is the cross
+# product of the differences to the neighbours at (x + dw1, y + dh1) and (x + dw0, y + dh0)
+RELEASE_BASES = (((1, 0), (0, -1)), ((-1, 0), (0, 1)), ((1, 1), (1, -1)), ((-1, -1), (-1, 1)))
+
+
+def release_normals(code: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """The released code's normals target from a map ``code (H, W)`` (the inverse-depth code,
+    not metric depth) and intrinsics ``K`` as the release builds them (see
+    :func:`densemtl.data.geometry.release_intrinsics`).
+
+    Points ``P = code * K^-1 (u, v, 1)``; for each basis of :data:`RELEASE_BASES` the cross
+    product of the differences to its two neighbours, taken cyclically at the image borders
+    (the release rolls the tensor); the four (unnormalised) products are summed, normalised
+    (``x / max(|x|, 1e-12)``) and the z component replaced by its absolute value.
+    Returns ``(H, W, 3)`` float64.
+    """
+    code = np.asarray(code, dtype=np.float64)
+    h, w = code.shape
+    u, v = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    rays = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(np.asarray(K, dtype=np.float64)).T
+    P = code[..., None] * rays
+
+    def diff(dw: int, dh: int) -> np.ndarray:  # P[y + dh, x + dw] - P[y, x], cyclic
+        return np.roll(P, (-dh, -dw), axis=(0, 1)) - P
+
+    acc = np.zeros_like(P)
+    for (w1, h1), (w0, h0) in RELEASE_BASES:
+        acc += np.cross(diff(w1, h1), diff(w0, h0))
+    out = acc / np.maximum(np.linalg.norm(acc, axis=-1, keepdims=True), 1e-12)
+    out[..., 2] = np.abs(out[..., 2])
+    return out
+
+
+def release_normals_mask(valid: np.ndarray) -> np.ndarray:
+    """The release's normals loss mask from the valid-depth mask ``(H, W)``: the 1-pixel image
+    border removed, then eroded by a 3x3 window (a pixel stays only if its whole window,
+    inside the image, is valid)."""
+    m = np.asarray(valid, dtype=bool).copy()
+    m[[0, -1], :] = False
+    m[:, [0, -1]] = False
+    out = m.copy()
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            out &= _shift(m, dy, dx, True)
+    return out

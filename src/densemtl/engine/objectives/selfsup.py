@@ -23,6 +23,7 @@ class SelfSupervisedDepth(Objective):
         s = self.cfg = trainer.cfg.selfsup
         self.device, self.tasks, self.dataset = trainer.device, trainer.tasks, trainer.cfg.data.dataset
         self.init_parts = trainer.cfg.train.init_parts
+        self.protocol = trainer.protocol
         if "disparity" not in self.tasks:
             raise ValueError("selfsup.enabled needs the 'disparity' task (e.g. tasks=SP)")
         if s.pose_source not in ("network", "dataset"):
@@ -60,7 +61,7 @@ class SelfSupervisedDepth(Objective):
         """Supervised tasks at ``selfsup.supervised_scales`` + the Monodepth2 objective for disparity."""
         out, batch = ctx.outputs, ctx.batch
         sup = {t: {k: v for k, v in out[t].items() if k in self.supervised_scales} for t in self.tasks if t != "disparity"}
-        losses = task_losses(sup, {t: ctx.labels[t] for t in sup}) if sup else {}
+        losses = task_losses(sup, {t: ctx.labels[t] for t in sup}, protocol=self.protocol) if sup else {}
         frames = {k: v.to(self.device) for k, v in batch["frames"].items()}
         if self.posenet is not None:
             poses = {k: self.posenet.relative_pose(ctx.image, frames[k], source_is_previous=k < 0) for k in frames}

@@ -15,6 +15,7 @@ class Supervised(Objective):
     def __init__(self, trainer):
         if "disparity" in trainer.tasks:
             raise ValueError("the 'disparity' task is self-supervised: set selfsup.enabled=true")
+        self.protocol = trainer.protocol
 
     def losses(self, ctx: StepContext):
-        return task_losses(ctx.outputs, ctx.labels)
+        return task_losses(ctx.outputs, ctx.labels, protocol=self.protocol)

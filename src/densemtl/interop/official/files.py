@@ -70,7 +70,9 @@ def convert_official_file(path, out, *, tasks=None, num_classes: int | None = No
         },
     }
     if dataset:
-        ckpt["config"] = {"tasks": task_set_name(layout.tasks), "data": {"dataset": dataset},
+        # trained by the released code: its targets (e.g. the normals) are the paper protocol's
+        ckpt["protocol"] = "paper"
+        ckpt["config"] = {"tasks": task_set_name(layout.tasks), "protocol": "paper", "data": {"dataset": dataset},
                           "model": {"name": mc["name"], "backbone": mc["backbone"], "pretrained": False,
                                     "options": dict(mc["options"])}}
         config_from_dict(ckpt["config"])  # fail now rather than in `densemtl eval`
