@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,7 @@ import torch
 from ..losses import resize_prediction
 from ..tasks import get_task
 from .distributed import is_main
-
-
-def amp_context(device: torch.device, amp: str | None):
-    if not amp:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+from .fastpath import autocast, to_memory_format
 
 
 @torch.no_grad()
@@ -38,10 +32,8 @@ def evaluate(model, loader, tasks, meter_options: dict, device: torch.device, am
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
     for batch in tqdm(loader, disable=not (progress and is_main()), desc="eval", leave=False):
-        x = batch["image"].to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with amp_context(device, amp):
+        x = to_memory_format(batch["image"].to(device), channels_last)
+        with autocast(device, amp):
             out = net(x)  # the bare module: no DDP collectives, so ranks with fewer batches cannot hang
         decoded = {}
         for t in tasks:
