@@ -231,6 +231,35 @@ class CompiledOrEager(torch.nn.Module):
         return self.module.load_state_dict(*args, **kwargs)
 
 
+# inference: compiling (with weights frozen into the graph: BatchNorm folded into the
+# convolutions, weights pre-packed) can pay only once this many images of one size are predicted
+COMPILE_MIN_IMAGES = 16
+
+
+def resolve_inference(amp="auto", compile="auto", device: torch.device | str = "cpu", num_images: int = 1,
+                      one_size: bool = True) -> FastPath:
+    """The :class:`FastPath` of ``densemtl predict``: autocast as for training; ``compile``
+    ``auto`` on CUDA (with Triton) when at least :data:`COMPILE_MIN_IMAGES` images of one size
+    are predicted, never on CPU (compiling takes minutes on a few cores, more than it saves on
+    a folder of images); channels-last with reduced precision or a compiled model."""
+    device = torch.device(device)
+    fast = resolve({"train": {"amp": amp, "channels_last": "auto", "compile": False}, "optim": {"fused": False}}, device)
+    if compile == "auto":
+        compile = device.type == "cuda" and one_size and num_images >= COMPILE_MIN_IMAGES and compiler_available(device)
+    elif compile and not compiler_available(device):
+        warnings.warn("--compile true but torch.compile has no code generator here: predicting eagerly", stacklevel=2)
+        compile = False
+    return FastPath(amp=fast.amp, channels_last=fast.channels_last or bool(compile), compile=bool(compile))
+
+
+def prepare_inference(model: torch.nn.Module, fast: FastPath) -> torch.nn.Module:
+    """``model`` in eval mode and ``fast``'s memory format; compiled (inductor, weights frozen)
+    if ``fast.compile``. Returns the module to call; ``model`` keeps its attributes."""
+    model.eval()
+    fast.prepare(model)
+    return fast.wrap(model, options={"freezing": True}).eval()
+
+
 def set_compile_cache(path: str | os.PathLike | None = None) -> None:
     """Keep inductor's compiled kernels between runs (``TORCHINDUCTOR_CACHE_DIR``; default
     ``~/.cache/densemtl/inductor``) unless the environment already chose a directory."""
