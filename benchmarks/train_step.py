@@ -96,16 +96,21 @@ def build(args):
     labels = {t: labels[t] for t in tasks}
     params = [p for grp in opt.param_groups for p in grp["params"]]
 
+    from torch.profiler import record_function  # phase labels for --profile (no cost otherwise)
+
     def step():  # the trainer's step (densemtl.engine.Trainer.step) without data loading and logging
         opt.zero_grad(set_to_none=True)
-        with fast.autocast(dev):
+        with record_function("phase: forward"), fast.autocast(dev):
             out = model(x)
-        losses = task_losses(out, labels)
-        weighting.backward(losses, scaler=scaler if scaler.is_enabled() else None)
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        scaler.step(opt)
-        scaler.update()
+        with record_function("phase: loss"):
+            losses = task_losses(out, labels)
+        with record_function("phase: backward"):
+            weighting.backward(losses, scaler=scaler if scaler.is_enabled() else None)
+        with record_function("phase: clip + optimizer"):
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            scaler.step(opt)
+            scaler.update()
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
@@ -140,25 +145,29 @@ def profile(args) -> None:
     from torch.profiler import ProfilerActivity, profile as prof
 
     step, dev, settings = build(args)
-    step()
-    step()
+    step()  # warm-up
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     t = time.perf_counter()
     with prof(activities=acts) as p:
         step()
     wall = time.perf_counter() - t
-    events = p.key_averages()
+    events = [e for e in p.key_averages() if not e.key.startswith("phase: ")]
+    phases = {e.key[7:]: e.cpu_time_total for e in p.key_averages() if e.key.startswith("phase: ")}
     total = sum(e.self_cpu_time_total for e in events)
     print(f"{args.config} ({settings}): {args.model} {args.backbone} {args.tasks} {args.size} batch {args.batch}, "
           f"{torch.get_num_threads()} threads, profiled step {wall:.2f} s")
     print(f"{'operator':<48} {'self s':>8} {'share':>7} {'calls':>6}")
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]:
         print(f"{e.key[:48]:<48} {e.self_cpu_time_total / 1e6:>8.3f} {100 * e.self_cpu_time_total / total:>6.1f}% {e.count:>6}")
-    groups = {"convolution (fwd+bwd)": ("conv",), "batch norm": ("batch_norm",), "optimizer": ("adam", "Optimizer"),
-              "padding": ("pad",), "upsampling": ("upsample",), "concatenation": ("aten::cat",), "ELU": ("elu",)}
+    groups = {"convolution (fwd+bwd)": ("conv",), "batch norm": ("batch_norm",), "reflection padding": ("reflection_pad",),
+              "nearest upsampling": ("upsample_nearest",), "bilinear upsampling (loss)": ("upsample_bilinear",),
+              "concatenation": ("aten::cat",), "ELU": ("elu",)}
     shares = {g: sum(e.self_cpu_time_total for e in events if any(k in e.key for k in keys)) / total
               for g, keys in groups.items()}
-    print("shares: " + ", ".join(f"{g} {100 * v:.1f}%" for g, v in shares.items()))
+    print("operator groups (self time, forward + backward): " + ", ".join(f"{g} {100 * v:.1f}%" for g, v in shares.items()))
+    whole = sum(phases.values())
+    print("phases (forward and backward include the loss's own): " +
+          ", ".join(f"{k} {v / 1e6:.2f} s ({100 * v / whole:.1f}%)" for k, v in phases.items()))
 
 
 def main() -> None:

@@ -225,3 +225,42 @@ def test_activation_checkpointing_is_refused_by_models_without_it():
     with pytest.raises(ValueError, match="train.activation_checkpointing is not supported by DeepLabMTL"):
         net.set_activation_checkpointing(True)
     net.set_activation_checkpointing(False)
+
+
+def test_predict_compiles_only_when_it_pays(monkeypatch):
+    monkeypatch.setattr(fastpath, "compiler_available", lambda device: True)
+    n = fastpath.COMPILE_MIN_IMAGES
+    assert not fastpath.resolve_inference(num_images=n - 1, device="cuda").compile
+    fast = fastpath.resolve_inference(num_images=n, device="cuda")
+    assert fast.compile and fast.channels_last
+    assert not fastpath.resolve_inference(num_images=10 * n).compile  # CPU: never automatically
+    assert not fastpath.resolve_inference(num_images=10 * n, one_size=False, device="cuda").compile  # pad mode: one graph per size
+    assert not fastpath.resolve_inference(compile=False, num_images=10 * n, device="cuda").compile
+    assert fastpath.resolve_inference(compile=True, num_images=1).compile
+    monkeypatch.setattr(fastpath, "compiler_available", lambda device: False)
+    assert not fastpath.resolve_inference(num_images=10 * n, device="cuda").compile
+    with pytest.warns(UserWarning, match="no code generator here: predicting eagerly"):
+        assert not fastpath.resolve_inference(compile=True).compile
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("DENSEMTL_TEST_COMPILE"),
+                    reason="compiles with inductor (minutes on 2 cores): set DENSEMTL_TEST_COMPILE=1")
+def test_compiled_inference_equals_eager_fp32(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch.manual_seed(0)
+    net = create_model("densemtl", ("semseg", "depth"), num_classes=5, backbone="resnet18").eval()
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():  # non-trivial BatchNorm statistics, so that folding them matters
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+    x, _ = _batch()
+    with torch.no_grad():
+        ref = net(x)
+    forward = fastpath.prepare_inference(copy.deepcopy(net), fastpath.FastPath(channels_last=True, compile=True))
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a fallback to eager would warn
+        out = forward(fastpath.to_memory_format(x, True))
+    assert forward._state == "compiled"
+    for t in ref:
+        assert _relative(out[t][0], ref[t][0]) < 1e-5, t
