@@ -14,7 +14,9 @@ fixed random batch. A configuration is a ``+``-joined list of levers:
 
 ``fp32`` alone is the eager reference (densemtl's step before any lever); every ratio is
 against it, measured in the same run. Each configuration runs in its own process (peak memory
-is its own: peak RSS on CPU, peak allocated on GPU), and the processes are interleaved over
+is its own: peak RSS on CPU, peak allocated on GPU; "step GiB" on CPU is the peak RSS above the
+RSS once the model, optimiser and batch are built, i.e. the step's activations, gradients and
+optimiser state without the Python and PyTorch libraries), and the processes are interleaved over
 ``--rounds`` rounds (A B C A B C ...) so that a machine whose speed drifts affects all of them
 alike; s/step is the median over all timed steps of all rounds. ``compile`` reports the extra
 time of its first step in the first round (compilation) and in later rounds (inductor's cache,
@@ -118,6 +120,15 @@ def build(args):
     return step, dev, settings
 
 
+def _rss() -> int:
+    """Resident memory of this process now, bytes (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
 def one(args) -> dict:
     import resource
 
@@ -125,6 +136,7 @@ def one(args) -> dict:
 
     t0 = time.perf_counter()
     step, dev, settings = build(args)
+    rss_built = _rss()  # the model, optimiser and batch; a step's own memory is the peak above it
     t1 = time.perf_counter()
     step()  # warm-up (and compilation)
     first = time.perf_counter() - t1
@@ -136,7 +148,9 @@ def one(args) -> dict:
         step()
         times.append(time.perf_counter() - t)
     peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"times": times, "first": first, "build": t1 - t0, "peak_gib": peak / 2**30, "device": str(dev),
+    step_peak = peak if dev.type == "cuda" else peak - rss_built
+    return {"times": times, "first": first, "build": t1 - t0, "peak_gib": peak / 2**30, "step_gib": step_peak / 2**30,
+            "device": str(dev),
             "threads": torch.get_num_threads(), "settings": settings}
 
 
@@ -222,7 +236,7 @@ def main() -> None:
         args.cache_dir = tmp.name
     print(f"{args.model} {args.backbone}, tasks {args.tasks}, {args.size} (HxW), batch {args.batch}; "
           f"{args.rounds} interleaved rounds x {args.steps} timed steps", flush=True)
-    res = {c: {"times": [], "first": [], "peak": 0.0} for c in configs}
+    res = {c: {"times": [], "first": [], "peak": 0.0, "step": 0.0} for c in configs}
     info = {}
     for r in range(args.rounds):
         for c in configs:
@@ -238,6 +252,7 @@ def main() -> None:
             res[c]["times"] += d["times"]
             res[c]["first"].append(d["first"])
             res[c]["peak"] = max(res[c]["peak"], d["peak_gib"])
+            res[c]["step"] = max(res[c]["step"], d["step_gib"])
             res[c]["settings"] = d["settings"]
             info = d
             print(f"  round {r + 1} {c}: " + " ".join(f"{t:.2f}" for t in d["times"]) + f" s (first step {d['first']:.1f} s)",
@@ -245,15 +260,15 @@ def main() -> None:
     base = res["fp32"]
     base_s = statistics.median(base["times"])
     print()
-    print(f"| configuration | resolved settings | s/step | images/s | vs fp32 | peak GiB | vs fp32 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| configuration | resolved settings | s/step | images/s | vs fp32 | peak GiB | vs fp32 | step GiB | vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in configs:
         s = statistics.median(res[c]["times"])
         st = res[c]["settings"]
         desc = (f"{st['amp'] or 'fp32'}{', channels-last' if st['channels_last'] else ''}{', compile' if st['compile'] else ''}"
                 f"{', fused Adam' if st['fused'] else ''}{', checkpointing' if st['ckpt'] else ''}")
         print(f"| {c} | {desc} | {s:.2f} | {args.batch / s:.2f} | {base_s / s:.2f}x | {res[c]['peak']:.2f} | "
-              f"{res[c]['peak'] / base['peak']:.2f}x |")
+              f"{res[c]['peak'] / base['peak']:.2f}x | {res[c]['step']:.2f} | {res[c]['step'] / base['step']:.2f}x |")
         res[c]["median"] = s
     for c in configs:
         if res[c]["settings"]["compile"]:
