@@ -264,3 +264,53 @@ def test_compiled_inference_equals_eager_fp32(tmp_path, monkeypatch):
     assert forward._state == "compiled"
     for t in ref:
         assert _relative(out[t][0], ref[t][0]) < 1e-5, t
+
+
+@pytest.mark.parametrize("channels_last, checkpointing", [(True, False), (False, True), (True, True)])
+def test_fp32_fast_path_forward_equals_eager(channels_last, checkpointing):
+    """What FastPath.prepare/inputs do to a model in fp32 does not change its outputs (1e-5
+    relative), in eval mode and in a training forward (checkpointing acts only there)."""
+    torch.manual_seed(0)
+    net = create_model("densemtl", ("semseg", "depth", "normals"), num_classes=5, backbone="resnet18")
+    fast = fastpath.FastPath(channels_last=channels_last, checkpointing=checkpointing)
+    x, _ = _batch()
+    for training in (False, True):
+        ref_net = copy.deepcopy(net).train(training)
+        fast_net = fast.prepare(copy.deepcopy(net).train(training))
+        ref = ref_net(x)
+        out = fast_net(fast.inputs(x))
+        for t in ref:
+            for s in ref[t]:
+                assert _relative(out[t][s].detach(), ref[t][s].detach()) < 1e-5, (training, t, s)
+    assert fast_net.activation_checkpointing is checkpointing
+    assert fast.inputs(x).is_contiguous(memory_format=torch.channels_last) is channels_last
+
+
+def test_trainer_runs_the_resolved_fast_path(synth_root, tmp_path, monkeypatch):
+    """The trainer resolves the speed keys once: the optimiser gets the fused kernel, the model
+    and its inputs the memory format, the step the autocast; env.json records the choice."""
+    import json
+
+    from helpers import tiny_config
+
+    from densemtl.config import config_from_dict
+    from densemtl.engine import Trainer
+
+    seen = []
+    real = fastpath.FastPath.autocast
+
+    def spy(self, device):
+        seen.append(self.amp)
+        return real(self, device)
+
+    monkeypatch.setattr(fastpath.FastPath, "autocast", spy)
+    cfg = tiny_config(synth_root, tmp_path, **{"train.amp": "auto", "train.channels_last": True, "optim.fused": "auto",
+                                               "schedule.iterations": 1, "train.eval_every": 0})
+    tr = Trainer(config_from_dict(cfg))
+    expected = fastpath.resolve(config_from_dict(cfg), torch.device("cpu"))
+    assert tr.fast == expected and tr.fast.channels_last and tr.fast.amp == ("bf16" if fastpath.native_bf16("cpu") else None)
+    assert bool(tr.optimizer.defaults.get("fused")) is tr.fast.fused is True
+    assert tr.model.encoder.body.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    tr.train()
+    assert seen == [tr.fast.amp]
+    assert json.loads((tr.run_dir / "env.json").read_text())["fast_path"] == tr.fast.as_dict()
