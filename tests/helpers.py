@@ -16,7 +16,9 @@ def tiny_config(root, out, **over):
         "data": {"dataset": "procedural", "root": str(root), "batch_size": 2, "val_batch_size": 4, "num_workers": 0, "limit_val": 4},
         "optim": {"name": "adam", "lr_backbone": 1e-3, "lr_decoder": 1e-3},
         "schedule": {"iterations": 4, "milestones": [3]},
-        "train": {"log_every": 1, "eval_every": 2, "checkpoint_every": 1, "progress": False, "deterministic": True},
+        "train": {"log_every": 1, "eval_every": 2, "checkpoint_every": 1, "progress": False, "deterministic": True,
+                  # the fp32 reference path on every machine ('auto' would pick bf16 where it is native)
+                  "amp": None, "channels_last": False, "compile": False},
     }
     for k, v in over.items():
         node = cfg

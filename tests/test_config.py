@@ -113,7 +113,7 @@ from densemtl.config import VALID_KEYS  # noqa: E402
 # keys whose only constraint is their type (booleans, free-form sections, paths, names)
 RANGELESS = {
     "experiment", "run_name", "output_dir", "model.pretrained", "model.options", "data.root", "data.augment",
-    "data.options", "loss.options", "train.channels_last", "train.deterministic", "train.sync_bn", "train.freeze_bn",
+    "data.options", "loss.options", "train.activation_checkpointing", "train.deterministic", "train.sync_bn", "train.freeze_bn",
     "train.progress", "train.init_from", "train.init_depth_bias", "selfsup.enabled", "selfsup.pose_pretrained",
     "selfsup.init_pose", "uda.target.root", "uda.target.augment", "uda.target.options", "uda.adversarial",
     "eval.edge_boundary", "eval.all_scales",
@@ -128,7 +128,8 @@ OUT_OF_RANGE = {
     "optim.lr_backbone": -1e-4, "optim.lr_decoder": -1, "optim.betas": [0.9, 1.0], "optim.momentum": 1.5,
     "optim.weight_decay": -0.1, "optim.clip_grad_norm": -1.0, "schedule.iterations": 0, "schedule.milestones": [0],
     "schedule.gamma": -3, "train.log_every": -1, "train.eval_every": -1, "train.checkpoint_every": -1,
-    "train.image_every": -1, "train.amp": "fp32", "train.select_metric": "semseg/foo", "train.init_parts": [],
+    "train.image_every": -1, "train.amp": "fp32", "train.channels_last": "on", "train.compile": "yes",
+    "optim.fused": "always", "train.select_metric": "semseg/foo", "train.init_parts": [],
     "selfsup.pose_source": "nope", "selfsup.pose_backbone": "no_such_net", "selfsup.smoothness": -1.0,
     "selfsup.disparity_scales": [5], "selfsup.supervised_scales": [-1], "selfsup.lr_pose": -1.0,
     "uda.target.dataset": "nope", "uda.target.size": [30, 40], "uda.target.crop": [16, 0],

@@ -97,3 +97,19 @@ def test_task_registry_objects():
     assert img.shape == (2, 2, 3) and (img[1, 0] == 0).all() and img[0, 0].sum() > img[0, 1].sum()
     assert n.render(torch.tensor([[[0.0]], [[0.0]], [[1.0]]])).tolist() == [[[128, 128, 255]]]
     assert e.render(torch.tensor([[0.0, 1.0]]))[0, 1].tolist() == [255, 255, 255]
+
+
+def test_check_finite_fast_path_is_exact():
+    from densemtl.losses import check_finite
+
+    big = torch.full((4, 3), 3.0e38)  # finite elements whose sum overflows to inf
+    check_finite("depth", prediction=big)
+    check_finite("depth", prediction=big.to(torch.bfloat16), label=torch.ones(2, 2, dtype=torch.float16) * 6e4)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        t = torch.zeros(2, 5)
+        t[1, 3] = bad
+        with pytest.raises(FloatingPointError, match=r"task 'depth': label contains 1 NaN/Inf value\(s\)"):
+            check_finite("depth", label=t)
+    opposite = torch.tensor([float("inf"), -float("inf")])  # sums to NaN: still two bad values
+    with pytest.raises(FloatingPointError, match=r"contains 2 NaN/Inf"):
+        check_finite("depth", label=opposite)

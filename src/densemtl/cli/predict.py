@@ -24,6 +24,11 @@ def add_parser(sub) -> None:
     p.add_argument("--mode", choices=["resize", "pad"], default="resize",
                    help="resize to the training size (default) or pad to a multiple of 16; results are mapped back to the original size")
     p.add_argument("--size", default=None, type=size_hw, help="HxW to resize to (default: the training size)")
+    p.add_argument("--amp", choices=["auto", "none", "bf16", "fp16"], default="auto",
+                   help="autocast precision; auto: bf16 where the hardware computes it natively, else fp32")
+    p.add_argument("--compile", choices=["auto", "true", "false"], default="auto",
+                   help="torch.compile the model with its weights frozen (BatchNorm folded); auto: on a CUDA device "
+                        "when at least 16 images of one size are predicted, never on CPU (docs/performance.md)")
     p.set_defaults(func=run)
 
 
@@ -60,12 +65,16 @@ def output_names(files: list[Path]) -> list[Path]:
     return names
 
 
-def predict_image(model, image, size=None, mode: str = "resize") -> dict:
-    """``image (H, W, 3)`` uint8 -> ``{task: decoded prediction at (H, W)}`` (numpy)."""
+def predict_image(model, image, size=None, mode: str = "resize", forward=None, fast=None) -> dict:
+    """``image (H, W, 3)`` uint8 -> ``{task: decoded prediction at (H, W)}`` (numpy).
+
+    ``forward``: the module to run (default ``model``; e.g. its compiled form), ``fast``: the
+    :class:`~densemtl.engine.fastpath.FastPath` it was prepared for (autocast, memory format)."""
     import numpy as np
     import torch
     import torch.nn.functional as F
 
+    from ..engine.fastpath import FastPath
     from ..tasks import get_task
 
     h, w = image.shape[:2]
@@ -77,8 +86,10 @@ def predict_image(model, image, size=None, mode: str = "resize") -> dict:
     else:
         th, tw = size if size else (max(d, round(h / d) * d), max(d, round(w / d) * d))
         xin = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
-    with torch.no_grad():
-        out = model(xin)
+    fast = fast or FastPath()
+    xin = fast.inputs(xin)
+    with torch.no_grad(), fast.autocast(xin.device):
+        out = (forward or model)(xin)
     res = {}
     for t in model.tasks:
         p = out[t][model.eval_scale].float()
@@ -98,6 +109,7 @@ def run(args) -> int:
 
     from ..data.io import read_rgb, write_png
     from ..engine import load_checkpoint, model_from_checkpoint
+    from ..engine.fastpath import prepare_inference, resolve_inference
     from ..fileio import naming
     from ..tasks import get_task
     from ..viz import side_by_side
@@ -120,10 +132,13 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     nc = ckpt["model_config"].get("num_classes")
+    fast = resolve_inference({"none": None}.get(args.amp, args.amp), {"true": True, "false": False}.get(args.compile, "auto"),
+                             "cpu", num_images=len(files), one_size=args.mode == "resize" and size is not None)
+    forward = prepare_inference(model, fast)
     for f, name in zip(files, names):
         img = read_rgb(f)
         try:
-            preds = predict_image(model, img, size, args.mode)
+            preds = predict_image(model, img, size, args.mode, forward=forward, fast=fast)
         except FloatingPointError as e:
             raise FloatingPointError(f"{f}: {e}; nothing written for it (the weights of {ckpt['path']} "
                                      f"may be NaN/Inf)") from None

@@ -56,6 +56,7 @@ DEFAULTS = {
         "momentum": 0.9,
         "weight_decay": 0.0,
         "clip_grad_norm": 10.0,    # null to disable
+        "fused": "auto",           # auto | true | false: the optimiser's fused kernel (auto: where PyTorch has one for the device)
     },
     "schedule": {
         "iterations": 40000,
@@ -67,8 +68,10 @@ DEFAULTS = {
         "eval_every": 2000,
         "checkpoint_every": 1000,
         "image_every": 2000,       # prediction images to TensorBoard
-        "amp": None,               # null | bf16 | fp16
-        "channels_last": False,
+        "amp": "auto",             # auto | null | bf16 | fp16; auto: bf16 where the hardware computes bf16 natively, else fp32 (null)
+        "channels_last": "auto",   # auto | true | false; auto: on with bf16/fp16 autocast (docs/performance.md)
+        "compile": "auto",         # auto | true | false: torch.compile (inductor); auto: on for CUDA with Triton, off on CPU
+        "activation_checkpointing": False,  # recompute decoder stages and exchange blocks in backward (less memory, slower; 3-ways models)
         "deterministic": False,    # torch.use_deterministic_algorithms
         "sync_bn": False,
         "freeze_bn": False,        # keep BatchNorm in eval mode (running statistics), e.g. for tiny batches
@@ -176,6 +179,7 @@ PATH = Text(expected="a path")
 WEIGHTS = AnyOf(Bool(), PATH, expected="true, false or a weights file path")
 MODEL_WEIGHTS = AnyOf(Bool(), PATH, expected="true, false, a timm weights tag (e.g. resnet101.tv_in1k) or a weights file path")
 SIZE = Size(16)  # network input sides are multiples of the models' size divisor (16)
+AUTO_SWITCH = AnyOf(Bool(), Text(("auto",)), expected="auto, true or false")  # auto: chosen from the hardware (engine/fastpath.py)
 
 SPEC = {
     "experiment": Text(numbers=True),
@@ -211,6 +215,7 @@ SPEC = {
     "optim.momentum": Number(0, 1, hi_open=True),
     "optim.weight_decay": Number(0),
     "optim.clip_grad_norm": Maybe(Number(0)),
+    "optim.fused": AUTO_SWITCH,
     "schedule.iterations": Int(1),
     "schedule.milestones": ListOf(Int(1), distinct=True),
     "schedule.gamma": Number(0, 1, lo_open=True),
@@ -218,8 +223,10 @@ SPEC = {
     "train.eval_every": Int(0),
     "train.checkpoint_every": Int(0),
     "train.image_every": Int(0),
-    "train.amp": Maybe(Text(("bf16", "fp16"))),
-    "train.channels_last": Bool(),
+    "train.amp": Maybe(Text(("auto", "bf16", "fp16"))),
+    "train.channels_last": AUTO_SWITCH,
+    "train.compile": AUTO_SWITCH,
+    "train.activation_checkpointing": Bool(),
     "train.deterministic": Bool(),
     "train.sync_bn": Bool(),
     "train.freeze_bn": Bool(),

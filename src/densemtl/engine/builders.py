@@ -123,10 +123,11 @@ def build_weighting(cfg: DictConfig):
     return create_weighting(cfg.loss.weighting, parse_task_set(cfg.tasks), **(_plain(cfg.loss.options) or {}))
 
 
-def build_optimizer(cfg: DictConfig, model, weighting, extra_groups=()):
+def build_optimizer(cfg: DictConfig, model, weighting, extra_groups=(), fused: bool = False):
     """Adam/SGD with parameter groups ``backbone`` (optim.lr_backbone) and ``decoders``
     (optim.lr_decoder: heads, exchange blocks, loss weights), plus ``extra_groups``: ``(name,
-    module, lr)`` for networks trained alongside (e.g. the pose network; lr None = lr_decoder)."""
+    module, lr)`` for networks trained alongside (e.g. the pose network; lr None = lr_decoder).
+    ``fused``: PyTorch's fused kernel (one kernel for all parameters; ``FastPath.fused``)."""
     enc = [p for p in model.encoder.parameters() if p.requires_grad]
     enc_ids = {id(p) for p in enc}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in enc_ids]
@@ -137,9 +138,10 @@ def build_optimizer(cfg: DictConfig, model, weighting, extra_groups=()):
     for name, module, lr in extra_groups:
         groups.append({"params": [p for p in module.parameters() if p.requires_grad],
                        "lr": float(o.lr_decoder if lr is None else lr), "name": name})
+    kernel = {"fused": True} if fused else {}
     if o.name == "adam":
-        return torch.optim.Adam(groups, betas=tuple(o.betas), weight_decay=float(o.weight_decay))
-    return torch.optim.SGD(groups, momentum=float(o.momentum), weight_decay=float(o.weight_decay))
+        return torch.optim.Adam(groups, betas=tuple(o.betas), weight_decay=float(o.weight_decay), **kernel)
+    return torch.optim.SGD(groups, momentum=float(o.momentum), weight_decay=float(o.weight_decay), **kernel)
 
 
 def build_scheduler(cfg: DictConfig, optimizer):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,7 @@ import torch
 
 from ..tasks import get_protocol
 from .distributed import is_main
-
-
-def amp_context(device: torch.device, amp: str | None):
-    if not amp:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+from .fastpath import autocast, to_memory_format
 
 
 def scale_key(scale: int, eval_scale: int = 0) -> str:
@@ -83,10 +77,8 @@ def evaluate_all(model, loader, tasks, meter_options: dict, device: torch.device
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
     for batch in tqdm(loader, disable=not (progress and is_main()), desc="eval", leave=False):
-        x = batch["image"].to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with amp_context(device, amp):
+        x = to_memory_format(batch["image"].to(device), channels_last)
+        with autocast(device, amp):
             out = net(x)  # the bare module: no DDP collectives, so ranks with fewer batches cannot hang
         decoded = {}
         for i, p in enumerate(protocols):

@@ -15,10 +15,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..tasks import get_protocol, parse_task_set
-from . import builders, warmstart
+from . import builders, fastpath, warmstart
 from .checkpoint import check_model_config, load_checkpoint, load_weights, save_checkpoint
 from .distributed import barrier, init_from_env, is_distributed, is_main
-from .evaluate import amp_context, evaluate_scales
+from .evaluate import evaluate_scales
 from .hooks import BestCheckpointHook, CheckpointHook, EvalHook, HookBase, ImageHook, LogHook, ProgressHook
 from .objectives import OBJECTIVES, StepContext, objective_classes
 from .rng import rng_state, seed_everything, set_rng_state
@@ -53,6 +53,7 @@ class Trainer:
         seed_everything(int(cfg.seed))
         if self.device.type == "cpu":
             torch.set_flush_denormal(True)  # denormal activations slow CPU kernels ~2x after some training
+        self.fast = fastpath.resolve(cfg, self.device)  # autocast, memory format, compile, fused Adam: chosen once
         if cfg.train.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             if torch.cuda.is_available():
@@ -66,17 +67,16 @@ class Trainer:
         if cfg.train.init_depth_bias and not resume:
             keep = [t for t in self.tasks if warmstart.decoder_initialised(t, init_ck, cfg.train.init_parts)]
             warmstart.init_head_biases(self.model, self.train_set, self.tasks, skip=keep)
-        if cfg.train.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.fast.prepare(self.model)  # memory format, activation checkpointing
         self.weighting = builders.build_weighting(cfg).to(self.device)
         self.objectives = [cls(self) for cls in objective_classes(cfg)]
         for o in self.objectives if not resume else ():
             o.warm_start(init_ck)
         extra = [g for o in self.objectives for g in o.param_groups()]
-        self.optimizer = builders.build_optimizer(cfg, self.model, self.weighting, extra)
+        self.optimizer = builders.build_optimizer(cfg, self.model, self.weighting, extra, fused=self.fast.fused)
         self.scheduler = builders.build_scheduler(cfg, self.optimizer)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.amp == "fp16")
-        self.ddp_model = self._distribute(cfg)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.fast.amp == "fp16")
+        self.ddp_model = self.fast.wrap(self._distribute(cfg))  # compiled if fast.compile (eager on failure)
         shared = list(self.model.encoder.body.children())[-1]
         self.shared_parameters = [p for p in shared.parameters() if p.requires_grad]
         self.iter, self.max_iter = 0, int(cfg.schedule.iterations)
@@ -87,7 +87,8 @@ class Trainer:
             self._resume()
         if is_main():
             env = environment(self.device)
-            env.update(protocol=self.protocol.name, dataset={"name": cfg.data.dataset, "num_classes": self.num_classes,
+            env.update(protocol=self.protocol.name, fast_path=self.fast.as_dict(),
+                       dataset={"name": cfg.data.dataset, "num_classes": self.num_classes,
                                 "class_names": list(self.train_set.class_names),
                                 "train": len(self.train_set), "val": len(self.val_set) if self.val_set is not None else 0})
             self.run.open(cfg, env, resume, self.iter)
@@ -175,9 +176,7 @@ class Trainer:
 
     def step(self, batch: dict) -> dict:
         cfg = self.cfg
-        x = batch["image"].to(self.device, non_blocking=True)
-        if cfg.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.fast.inputs(batch["image"].to(self.device, non_blocking=True))
         labels = {t: v.to(self.device, non_blocking=True) for t, v in batch["labels"].items()}
         self.ddp_model.train()
         if cfg.train.freeze_bn:
@@ -185,7 +184,7 @@ class Trainer:
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                     m.eval()
         self.optimizer.zero_grad(set_to_none=True)
-        with amp_context(self.device, cfg.train.amp):
+        with self.fast.autocast(self.device):
             out = self.ddp_model(x)
         ctx = StepContext(batch, x, labels, out)
         losses = self.objectives[0].losses(ctx)
@@ -243,8 +242,8 @@ class Trainer:
     def evaluate(self, scales=None) -> dict:
         """Run's protocol: ``{task: {metric: v}}`` at the evaluation scale; ``scales`` ("all"/list): ``{scale: ...}``."""
         one, c = scales is None, self.cfg
-        out = evaluate_scales(self.ddp_model, self.val_loader, self.tasks, self.meter_options, self.device, c.train.amp,
-                              bool(c.train.channels_last), progress=bool(c.train.progress),
+        out = evaluate_scales(self.ddp_model, self.val_loader, self.tasks, self.meter_options, self.device, self.fast.amp,
+                              self.fast.channels_last, progress=bool(c.train.progress),
                               scales=[self.model.eval_scale] if one else None if scales == "all" else scales,
                               boundary_scales={self.model.eval_scale, c.train.select_scale} - {None}, protocol=self.protocol)
         return out[self.model.eval_scale] if one else out

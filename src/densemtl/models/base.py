@@ -30,6 +30,8 @@ class MultiTaskModel(nn.Module):
 
     size_divisor = 16
     eval_scale = 0
+    supports_activation_checkpointing = False  # models that honour set_activation_checkpointing
+    activation_checkpointing = False
 
     def __init__(self, tasks: tuple[str, ...], num_classes: int | None, supervised_scales, input_norm: str = "imagenet"):
         super().__init__()
@@ -50,6 +52,14 @@ class MultiTaskModel(nn.Module):
         """The cross-task exchange blocks added to the decoders (DenseMTL's mTEB), whose size is
         the paper's Table 3 'Param.' column; ``None`` for a model without such blocks."""
         return None
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Recompute the decoders and exchange blocks in the backward pass instead of keeping
+        their activations (less memory, one more decoder forward per step)."""
+        if enabled and not self.supports_activation_checkpointing:
+            raise ValueError(f"train.activation_checkpointing is not supported by {type(self).__name__} "
+                             f"(only the 3-ways decoder models: densemtl, padnet3ways)")
+        self.activation_checkpointing = bool(enabled)
 
     def prediction_layers(self) -> dict[str, list[nn.Module]]:
         """The final 1x1 prediction convolutions of each task (overridden by each model)."""

@@ -8,6 +8,7 @@ import torch.nn as nn
 from .base import ModelOutput, MultiTaskModel
 from .decoder import DECODER_WIDTHS, ThreeWayDecoder
 from .encoder import Encoder
+from .recompute import recompute
 
 
 class ThreeWayNet(MultiTaskModel):
@@ -15,7 +16,11 @@ class ThreeWayNet(MultiTaskModel):
 
     Predictions at a supervised scale are taken from the features *before* that scale's
     exchange module (the paper supervises "before any mTEB and at full resolution").
+    With activation checkpointing, each decoder stage and exchange module is recomputed in
+    the backward pass (:func:`~densemtl.models.recompute.recompute`).
     """
+
+    supports_activation_checkpointing = True
 
     def __init__(self, tasks, num_classes, backbone, pretrained, supervised_scales, input_norm="imagenet"):
         super().__init__(tasks, num_classes, supervised_scales, input_norm)
@@ -41,12 +46,16 @@ class ThreeWayNet(MultiTaskModel):
         feats = self.encoder(self.normalize(x))
         h: dict[str, torch.Tensor | None] = {t: None for t in self.tasks}
         out: ModelOutput = {t: {} for t in self.tasks}
+        ckpt = self.activation_checkpointing and self.training
         for s in (4, 3, 2, 1, 0):
-            h = {t: self.decoders[t].stage(s, h[t], feats) for t in self.tasks}
+            if ckpt:
+                h = {t: recompute(self.decoders[t], self.decoders[t].stage, s, h[t], feats) for t in self.tasks}
+            else:
+                h = {t: self.decoders[t].stage(s, h[t], feats) for t in self.tasks}
             if s in self.supervised_scales:
                 for t in self.tasks:
                     out[t][s] = self.decoders[t].head(s, h[t])
             key = str(s)
             if key in self.exchanges:
-                h = self.exchanges[key](h)
+                h = recompute(self.exchanges[key], self.exchanges[key], h) if ckpt else self.exchanges[key](h)
         return out

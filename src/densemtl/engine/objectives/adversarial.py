@@ -9,12 +9,9 @@ run sees the same target batches.
 
 from __future__ import annotations
 
-import torch
-
 from ...uda.alignment import AdversarialAlignment
 from ..builders import build_dataset, build_loader, target_config
 from ..checkpoint import CheckpointError
-from ..evaluate import amp_context
 from .base import Objective, StepContext, register_objective
 
 
@@ -28,7 +25,7 @@ class AdversarialDomainAlignment(Objective):
 
     def __init__(self, trainer):
         cfg, u = trainer.cfg, trainer.cfg.uda
-        self.device, self.amp, self.channels_last = trainer.device, cfg.train.amp, bool(cfg.train.channels_last)
+        self.device, self.fast = trainer.device, trainer.fast
         self.batch_size = int(cfg.data.batch_size)
         self.alignment = AdversarialAlignment(
             trainer.tasks, u.scales if u.scales is not None else trainer.model.supervised_scales, trainer.num_classes,
@@ -59,10 +56,8 @@ class AdversarialDomainAlignment(Objective):
         """Target batch: the model learns to make the frozen discriminators answer "source"."""
         if self._stream is None:
             self._stream = self._batches(trainer.iter)
-        xt = next(self._stream)["image"].to(self.device, non_blocking=True)
-        if self.channels_last:
-            xt = xt.contiguous(memory_format=torch.channels_last)
-        with amp_context(self.device, self.amp):
+        xt = self.fast.inputs(next(self._stream)["image"].to(self.device, non_blocking=True))
+        with self.fast.autocast(self.device):
             out_t = trainer.ddp_model(xt)
         self.alignment.check_outputs(out_t)
         adv, info = self.alignment.generator_loss(out_t, xt.shape[-2:])
