@@ -38,11 +38,19 @@ def test_presets_cover_the_paper_tables():
 def test_every_preset_loads(path):
     cfg = load_config(path)
     assert cfg.experiment == path.relative_to(CONFIGS).with_suffix("").as_posix()
-    assert cfg.schedule.iterations == 40000
-    if "table6" in path.parts:  # the released UDA recipe: Adam, constant lr, no clipping
+    assert cfg.schedule.iterations == (90000 if "table6" in path.parts else 40000)
+    if "table6" in path.parts:  # the released UDA recipe: Adam (0.9, 0.98), constant lr, no clipping, 90k
         assert cfg.optim.clip_grad_norm is None and list(cfg.schedule.milestones) == [] and cfg.tasks in ("S", "D", "SD")
+        assert cfg.optim.name == "adam" and list(cfg.optim.betas) == [0.9, 0.98]
+        assert (cfg.optim.lr_backbone, cfg.optim.lr_decoder) == (1.5e-5, 2.5e-4)
+        assert cfg.eval.depth_median_scaling is True  # Table 6 depth metrics (and its Delta) are median-scaled
         assert cfg.uda.adversarial == path.stem.endswith(("_uda", "_uda_semseg", "_uda_depth"))
         assert bool(cfg.uda.target.dataset) == ("_target" not in path.stem)
+        # the source uses its whole set (the released src_split: all); the oracle trains on Cityscapes train
+        assert cfg.data.train_split == ("train" if "_target" in path.stem else "all")
+        if cfg.uda.adversarial:  # the released alignment: mean over pairs, min-max depth map, unit normals, flip
+            assert (cfg.uda.reduction, cfg.uda.depth_map, cfg.uda.normals_map, cfg.uda.flip) == ("mean", "minmax", "unit", True)
+            assert (cfg.uda.weight, cfg.uda.lr, list(cfg.uda.betas), cfg.uda.power) == (0.005, 1e-4, [0.9, 0.99], 0.9)
         if "vkitti2" in path.parts[-2]:
             assert cfg.data.options.label_set == "uda8"
             assert "_target" in path.stem or (list(cfg.data.crop) == [512, 1024] and cfg.uda.target.options.label_set == "uda8")
@@ -98,7 +106,7 @@ RANGELESS = {
     "data.options", "loss.options", "train.channels_last", "train.deterministic", "train.sync_bn", "train.freeze_bn",
     "train.progress", "train.init_from", "train.init_depth_bias", "selfsup.enabled", "selfsup.pose_pretrained",
     "selfsup.init_pose", "uda.target.root", "uda.target.augment", "uda.target.options", "uda.adversarial",
-    "eval.edge_boundary",
+    "uda.flip", "eval.edge_boundary", "eval.depth_median_scaling",
 }
 # a value of the right kind outside the key's range or allowed values
 OUT_OF_RANGE = {
@@ -115,7 +123,8 @@ OUT_OF_RANGE = {
     "uda.target.dataset": "nope", "uda.target.size": [30, 40], "uda.target.crop": [16, 0],
     "uda.target.train_split": "nope", "uda.target.val_split": "nope", "uda.target.limit_train": 0,
     "uda.target.limit_val": 0, "uda.weight": -1.0, "uda.scales": [7], "uda.lr": -1.0, "uda.betas": [1.0, 0.9],
-    "uda.power": -1.0, "uda.depth_ref": 0.0, "eval.num_thresholds": 0,
+    "uda.power": -1.0, "uda.depth_ref": 0.0, "uda.reduction": "median", "uda.depth_map": "nope",
+    "uda.normals_map": "nope", "eval.num_thresholds": 0,
 }
 WRONG_TYPES = [{"x": 1}, "abc", [["a"]], 1.5, True, -7]
 CONTEXT = {"uda.target": ["uda.target.dataset=nyud"]}  # target keys are checked against a target dataset

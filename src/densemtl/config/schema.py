@@ -13,6 +13,9 @@ from ..data import list_datasets
 from ..losses import list_weightings
 from ..models import list_models
 from ..tasks import parse_task_set
+from ..tasks.depth import DEPTH_MAPS
+from ..tasks.normals import NORMALS_MAPS
+from ..uda.alignment import REDUCTIONS
 from .types import AnyOf, Bool, Int, Invalid, ListOf, Mapping, Maybe, Number, Size, Text
 
 DEFAULTS = {
@@ -107,11 +110,18 @@ DEFAULTS = {
         "lr": 1.0e-4,              # discriminators: Adam, polynomial decay
         "betas": [0.9, 0.99],
         "power": 0.9,
-        "depth_ref": 10.0,         # metres mapped to 0.5 in the depth discriminator's input
+        "depth_ref": 10.0,         # metres mapped to 0.5 in the depth discriminator's input (depth_map: ratio)
+        "reduction": "sum",        # sum | mean of the (task, scale) pairs' adversarial losses (released code: mean)
+        "depth_map": "ratio",      # ratio: z / (z + z_ref), label-free; minmax: relu(z) min-max normalised by the
+                                   # source batch's label codes (released code); see docs/uda.md
+        "normals_map": "shifted",  # shifted: unit normals mapped to [0, 1]; unit: the unit normals (released code)
+        "flip": False,             # discriminators mirror their input with p = 0.5 at each call (released code)
     },
     "eval": {
         "edge_boundary": False,    # ODS/OIS F during training evaluation (slow); always on in `densemtl eval`
         "num_thresholds": 25,
+        "depth_median_scaling": False,  # scale each depth prediction by median(GT) / median(prediction) before the
+                                        # metrics (the released UDA evaluation, Table 6); the disparity task always does
     },
 }
 
@@ -245,6 +255,11 @@ SPEC = {
     "uda.betas": BETAS,
     "uda.power": Number(0),
     "uda.depth_ref": Number(0, lo_open=True),
+    "uda.reduction": Text(REDUCTIONS),
+    "uda.depth_map": Text(DEPTH_MAPS),
+    "uda.normals_map": Text(NORMALS_MAPS),
+    "uda.flip": Bool(),
     "eval.edge_boundary": Bool(),
     "eval.num_thresholds": Int(1),
+    "eval.depth_median_scaling": Bool(),
 }

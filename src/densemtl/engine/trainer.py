@@ -76,7 +76,8 @@ class Trainer:
         self.shared_parameters = [p for p in shared.parameters() if p.requires_grad]
         self.iter, self.max_iter = 0, int(cfg.schedule.iterations)
         self.meter_options = {**(self.val_set or self.train_set).meter_options(), "boundary": bool(cfg.eval.edge_boundary),
-                              "num_thresholds": int(cfg.eval.num_thresholds)}
+                              "num_thresholds": int(cfg.eval.num_thresholds),
+                              "median_scaling": bool(cfg.eval.depth_median_scaling)}
         self.hooks = list(hooks) if hooks is not None else default_hooks(cfg)
         if resume:
             self._resume()

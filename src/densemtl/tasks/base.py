@@ -163,6 +163,12 @@ class Task:
         """Raw head output ``(N, C, H, W)`` -> a map in [0, 1] for a domain discriminator."""
         raise ValueError(f"task '{self.name}' has no adversarial alignment map")
 
+    def alignment_options(self, label: torch.Tensor, **options) -> dict:
+        """Keyword options of :meth:`alignment_map` computed from the *source* batch's labels of
+        this task (the same for that step's source and target maps), e.g. the depth range of
+        the released min-max depth map; ``options`` are the map's own options. Default: none."""
+        return {}
+
     def export_output(self, pred: torch.Tensor) -> torch.Tensor:
         """The exported (ONNX) output of a raw head output; by default :meth:`decode`."""
         return self.decode(pred)
