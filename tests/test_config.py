@@ -27,7 +27,7 @@ def test_presets_cover_the_paper_tables():
     assert "table2/nyud/stl/edges.yaml" in names
     assert len([n for n in names if n.startswith("table3/")]) == 16
     assert len([n for n in names if n.startswith("table4/")]) == 6
-    assert {n for n in names if n.startswith("table5/")} == {f"table5/cityscapes/{r}.yaml" for r in ("3ways", "3ways_padnet", "3ways_mteb")}
+    assert {n for n in names if n.startswith("table5/")} == {f"table5/cityscapes/{r}.yaml" for r in ("3ways_plain", "3ways_padnet", "3ways_mteb")}
     for src in ("synthia", "vkitti2"):  # every row of Table 6, plus the other methods
         rows = {"stl_target_semseg", "stl_target_depth", "stl_source_semseg", "stl_source_depth", "stl_uda_semseg",
                 "stl_uda_depth", "mtl_target", "mtl_source", "mtl_uda", "densemtl_uda"}
@@ -56,8 +56,17 @@ def test_every_preset_loads(path):
             assert "_target" in path.stem or (list(cfg.data.crop) == [512, 1024] and cfg.uda.target.options.label_set == "uda8")
     else:
         assert cfg.optim.clip_grad_norm == 10.0
-    if "table5" in path.parts:
+    if "table5" in path.parts:  # the released recipe (configs/cityscapes/monodepth/resnet101_ours_SD.yml there)
         assert cfg.selfsup.enabled and cfg.tasks == "SP" and list(cfg.data.crop) == [512, 512]
+        assert cfg.data.size is None and cfg.data.dataset == "cityscapes"  # crops of the 1024x512 frames
+        assert cfg.data.train_split == "train" and "label_subset" not in cfg.data.options  # the full labelled set
+        assert cfg.optim.name == "adam" and list(cfg.optim.betas) == [0.9, 0.999]
+        assert (cfg.optim.lr_backbone, cfg.optim.lr_decoder, cfg.selfsup.lr_pose) == (1e-5, 5e-5, 1e-6)
+        assert list(cfg.schedule.milestones) == [30000] and cfg.schedule.gamma == 0.1
+        assert cfg.model.options.disparity_head == "conv3x3" and cfg.model.options.input_norm == "authors"
+        assert list(cfg.model.options.supervised_scales) == [0, 1, 2, 3] and list(cfg.selfsup.supervised_scales) == [0, 2]
+        assert cfg.train.init_from.endswith(".pt") and list(cfg.train.init_parts) == ["encoder", "decoders", "posenet"]
+        assert cfg.train.init_decoder_source == "disparity"
 
 
 @pytest.mark.parametrize("rel", ["table1/synthia/sdn/densemtl.yaml", "table2/nyud/sdne/padnet3ways.yaml",
@@ -117,7 +126,7 @@ OUT_OF_RANGE = {
     "optim.lr_backbone": -1e-4, "optim.lr_decoder": -1, "optim.betas": [0.9, 1.0], "optim.momentum": 1.5,
     "optim.weight_decay": -0.1, "optim.clip_grad_norm": -1.0, "schedule.iterations": 0, "schedule.milestones": [0],
     "schedule.gamma": -3, "train.log_every": -1, "train.eval_every": -1, "train.checkpoint_every": -1,
-    "train.image_every": -1, "train.amp": "fp32", "train.select_metric": "semseg/foo", "train.init_parts": [],
+    "train.image_every": -1, "train.amp": "fp32", "train.select_metric": "semseg/foo", "train.init_parts": [], "train.init_decoder_source": "nope",
     "selfsup.pose_source": "nope", "selfsup.pose_backbone": "no_such_net", "selfsup.smoothness": -1.0,
     "selfsup.disparity_scales": [5], "selfsup.supervised_scales": [-1], "selfsup.lr_pose": -1.0,
     "uda.target.dataset": "nope", "uda.target.size": [30, 40], "uda.target.crop": [16, 0],

@@ -12,7 +12,7 @@ import timm
 from ..data import list_datasets
 from ..losses import list_weightings
 from ..models import list_models
-from ..tasks import parse_task_set
+from ..tasks import list_tasks, parse_task_set
 from ..tasks.depth import DEPTH_MAPS
 from ..tasks.normals import NORMALS_MAPS
 from ..uda.alignment import REDUCTIONS
@@ -78,6 +78,9 @@ DEFAULTS = {
         "progress": True,
         "init_from": None,         # checkpoint to initialise weights from (not a resume)
         "init_parts": None,        # null: the whole model (same architecture); or parts, e.g. [encoder, decoders, posenet]
+        "init_decoder_source": None,  # null, or a task: the decoders in init_parts come from that task's decoder of
+                                      # init_from (ASPP and conv blocks for every task, heads for that task only),
+                                      # e.g. disparity: Hoyer et al.'s depth decoder in every decoder (Table 5)
         "init_depth_bias": True,   # depth heads start at the median depth of the first training images
     },
     "selfsup": {                   # self-supervised depth from video (task 'disparity', paper section 4.4)
@@ -130,6 +133,10 @@ FREE_FORM = ("model.options", "data.options", "loss.options", "uda.target.option
 
 def _models():
     return list_models()
+
+
+def _tasks():
+    return list_tasks()
 
 
 def _datasets():
@@ -228,6 +235,7 @@ SPEC = {
     "train.progress": Bool(),
     "train.init_from": Maybe(PATH),
     "train.init_parts": Maybe(ListOf(Text(), min_size=1)),
+    "train.init_decoder_source": Maybe(Text(_tasks)),
     "train.init_depth_bias": Bool(),
     "selfsup.enabled": Bool(),
     "selfsup.pose_source": Text(("network", "dataset")),

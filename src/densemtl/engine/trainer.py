@@ -57,9 +57,10 @@ class Trainer:
         self.num_classes = self.train_set.num_classes
         self.model = builders.build_model(cfg, self.num_classes).to(self.device)
         init_ck = warmstart.load_init_checkpoint(cfg) if not resume else None
-        warmstart.init_model(self.model, init_ck, cfg.train.init_parts)
+        src = cfg.train.init_decoder_source
+        warmstart.init_model(self.model, init_ck, cfg.train.init_parts, src, log=print if is_main() else lambda _: None)
         if cfg.train.init_depth_bias and not resume:
-            keep = [t for t in self.tasks if warmstart.decoder_initialised(t, init_ck, cfg.train.init_parts)]
+            keep = [t for t in self.tasks if warmstart.decoder_initialised(t, init_ck, cfg.train.init_parts, src)]
             warmstart.init_head_biases(self.model, self.train_set, self.tasks, skip=keep)
         if cfg.train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
