@@ -52,11 +52,12 @@ def main() -> None:
     ap.add_argument("--depth-map", choices=["minmax", "ratio"], default="minmax",
                     help="depth discriminator's input (minmax: the released map, the presets')")
     ap.add_argument("--out", default="outputs/uda_procedural")
+    ap.add_argument("--reuse", action="store_true", help="reuse finished runs in --out (densemtl demo --reuse)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     code = cli(["demo", "--uda", "--out", args.out, "--iterations", str(args.iterations), "--num-images", str(args.num_images),
                 "--size", args.size, "--batch-size", str(args.batch_size), "--seed", str(args.seed),
-                "--uda-depth-map", args.depth_map])
+                "--uda-depth-map", args.depth_map] + (["--reuse"] if args.reuse else []))
     if code:
         raise SystemExit(code)
     runs = find_runs([Path(args.out) / "runs"])

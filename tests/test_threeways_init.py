@@ -383,3 +383,17 @@ def test_cityscapes_sde_uses_every_labelled_frame_and_label_subsets(tmp_path):
         create_dataset("cityscapes", tmp_path, "train", "S", size=(32, 64), label_subset=str(ids))
     with pytest.raises(ValueError, match="label_subset_others must be one of unlabelled, dropped"):
         create_dataset("cityscapes", tmp_path, "train", "S", size=(32, 64), label_subset=labelled, label_subset_others="x")
+
+
+def test_checkpoint_without_a_newer_option_loads_with_its_default(tmp_path):
+    """A checkpoint written before ``disparity_head`` existed records no such option: it had the
+    default (conv1x1), so it still loads; one that differs from the config is still refused."""
+    m = create_model("densemtl", "SP", 5, "resnet18", mteb_scales=[], supervised_scales=[0, 1])
+    mc = {**m.model_config, "options": {k: v for k, v in m.model_config["options"].items() if k != "disparity_head"}}
+    ck = load_checkpoint(save_checkpoint({"model": m.state_dict(), "model_config": mc}, tmp_path / "old.pt"))
+    assert model_from_checkpoint(ck).model_config["options"]["disparity_head"] == "conv1x1"
+    from densemtl.engine.checkpoint import check_model_config
+
+    m3 = create_model("densemtl", "SP", 5, "resnet18", mteb_scales=[], supervised_scales=[0, 1], disparity_head="conv3x3")
+    with pytest.raises(CheckpointError, match="model.options.disparity_head: checkpoint has 'conv1x1', the config builds 'conv3x3'"):
+        check_model_config(ck, m3.model_config, "checkpoint")
