@@ -279,20 +279,43 @@ def test_random_bytes_and_pickled_code_are_not_checkpoints(tmp_path, capsys):
 
 # --- item 14: SIGTERM, stale temporary files, no empty run directory -----------------------------------------
 def test_sigterm_saves_a_checkpoint_and_exits_143(synth_root, tmp_path):
+    """As a scheduler does: SIGTERM to every process of the job, DataLoader workers included."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(synth_root, tmp_path, **{**SMALL, "schedule.iterations": 10000,
-                                                                       "train.checkpoint_every": 0})))
+                                                                       "train.checkpoint_every": 0, "data.num_workers": 2})))
     proc = subprocess.Popen([sys.executable, "-m", "densemtl", "train", str(cfg)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            start_new_session=True)
     log = tmp_path / "t/r/metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 2):
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out
-    assert "interrupted at iteration" in out and "--resume" in out
+    assert "interrupted at iteration" in out and "--resume" in out and "Traceback" not in out
     assert load_checkpoint(tmp_path / "t/r/checkpoints/last.pt")["iteration"] >= 2
+
+
+def test_a_swallowed_sigterm_stops_training_at_the_next_step():
+    """Python swallows an exception raised by a signal handler in some places (e.g. in the
+    fork handlers run while a DataLoader worker starts): the next step raises it; a second
+    SIGTERM (while the checkpoint is saved) is ignored."""
+    from densemtl.engine.signals import Terminated, TerminationHook, exit_code
+
+    hook = TerminationHook()
+    hook.before_train(None)
+    try:
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs here
+        hook._handle(signal.SIGTERM, None)  # a second one: ignored (returns)
+        with pytest.raises(Terminated) as e:
+            hook.after_step(None, {})
+        assert exit_code(e.value) == 143 and exit_code(KeyboardInterrupt()) == 130
+    finally:
+        hook.after_train(None)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_stale_temporary_checkpoint_is_removed_on_resume(synth_root, tmp_path, capsys):

@@ -98,8 +98,12 @@ def test_synth_refuses_non_empty_out_and_force_replaces_whole(tmp_path, capsys, 
     assert main(["data", "synth", "--out", str(tmp_path / "empty"), "--num", "2", "--size", "24x16", "--workers", "1"]) == 0
     assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == sorted(p.name for p in out.iterdir())
     (tmp_path / "f").write_text("x")
-    assert main(["data", "synth", "--out", str(tmp_path / "f"), "--num", "2", "--force"]) == 2
-    assert "is not a folder" in capsys.readouterr().err and (tmp_path / "f").read_text() == "x"
+    with pytest.raises(SystemExit) as e:  # refused when the command line is parsed
+        main(["data", "synth", "--out", str(tmp_path / "f"), "--num", "2", "--force"])
+    assert e.value.code == 2 and "is an existing file" in capsys.readouterr().err and (tmp_path / "f").read_text() == "x"
+    with pytest.raises(FileExistsError, match="exists and is not a folder"):  # and by the library
+        generate_dataset(tmp_path / "f", num=2, size=(16, 24), workers=1, progress=False, overwrite=True)
+    assert (tmp_path / "f").read_text() == "x"
 
 
 # --- 2 and 5: predict writes one set of outputs per image, never NaN -----------------------------

@@ -12,6 +12,7 @@ Written in the NYUDv2 layout (see :mod:`densemtl.data.nyud`) with a ``dataset.js
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -399,6 +400,11 @@ def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{shown}: folder is not empty; refusing to mix a new dataset with its files "
                               f"(--force / overwrite=True replaces it whole)")
+    for parent in out.parents:  # the closest existing folder above --out must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+            break
     out.parent.mkdir(parents=True, exist_ok=True)
     empty = out.is_dir() and not any(out.iterdir())
     final, out = out, (out if empty else out.parent) / f".{out.name}.partial-{os.getpid()}"
@@ -407,6 +413,11 @@ def generate_dataset(out, num: int = 1000, size=(128, 160), seed: int = 0, style
     try:
         _write_dataset(out, num, size, seed, style, val_fraction, workers, progress, sequences, motion)
         _replace_dir(out, final)
+    except OSError as e:  # name the folder the user gave, not the hidden staging folder
+        shutil.rmtree(out, ignore_errors=True)
+        if e.filename is not None and str(e.filename).startswith(str(out)):
+            raise OSError(e.errno, e.strerror, str(shown)) from None
+        raise
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise

@@ -12,6 +12,7 @@ from ..models import create_model, model_options
 from ..tasks import parse_task_set
 from .distributed import rank, world_size
 from .sampler import ResumableSampler
+from .signals import worker_init
 
 
 def _plain(x):
@@ -64,7 +65,7 @@ def build_loader(ds, batch_size: int, train: bool, seed: int, num_workers: int):
     sampler = ResumableSampler(len(ds), seed=seed, shuffle=train, rank=rank(), world=world_size(), pad=train)
     loader = torch.utils.data.DataLoader(
         ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
-        drop_last=train, pin_memory=torch.cuda.is_available(), persistent_workers=False,
+        drop_last=train, pin_memory=torch.cuda.is_available(), persistent_workers=False, worker_init_fn=worker_init,
         # its own generator: creating an iterator must not consume the global RNG (exact resume)
         generator=torch.Generator().manual_seed(seed),
     )

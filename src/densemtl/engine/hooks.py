@@ -5,8 +5,6 @@ checkpoints. A hook that keeps state across a resume defines ``state_dict`` /
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 
 import numpy as np
@@ -14,7 +12,6 @@ import torch
 
 from ..tasks import get_task
 from .distributed import is_main
-from .signals import raise_terminated
 
 
 class HookBase:
@@ -36,23 +33,6 @@ class HookBase:
 
 def _due(trainer, every: int) -> bool:
     return bool(every) and (trainer.iter % int(every) == 0 or trainer.iter == trainer.max_iter)
-
-
-class TerminationHook(HookBase):
-    """Turns SIGTERM into :class:`Terminated` while training runs (main thread only); the
-    previous handler is restored afterwards."""
-
-    signals = (signal.SIGTERM,)
-
-    def before_train(self, trainer):
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {s: signal.signal(s, raise_terminated) for s in self.signals}
-
-    def after_train(self, trainer):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-        self.previous = {}
 
 
 class ProgressHook(HookBase):
@@ -196,8 +176,3 @@ class CheckpointHook(HookBase):
     def after_step(self, trainer, logs):
         if is_main() and _due(trainer, trainer.cfg.train.checkpoint_every):
             trainer.save_checkpoint("last.pt")
-
-
-def default_hooks(cfg) -> list[HookBase]:
-    return [TerminationHook(), ProgressHook(), LogHook(), EvalHook(), BestCheckpointHook(cfg.train.select_metric), ImageHook(),
-            CheckpointHook()]

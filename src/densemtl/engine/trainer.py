@@ -19,11 +19,16 @@ from . import builders, warmstart
 from .checkpoint import check_model_config, load_checkpoint, load_weights, save_checkpoint
 from .distributed import barrier, init_from_env, is_distributed, is_main
 from .evaluate import amp_context, evaluate
-from .hooks import default_hooks
+from .hooks import BestCheckpointHook, CheckpointHook, EvalHook, HookBase, ImageHook, LogHook, ProgressHook
 from .objectives import OBJECTIVES, StepContext, objective_classes
 from .rng import rng_state, seed_everything, set_rng_state
 from .rundir import RunDirectory, environment, run_dir_for
-from .signals import exit_code
+from .signals import TerminationHook, exit_code
+
+
+def default_hooks(cfg: DictConfig) -> list[HookBase]:
+    return [TerminationHook(), ProgressHook(), LogHook(), EvalHook(), BestCheckpointHook(cfg.train.select_metric), ImageHook(),
+            CheckpointHook()]
 
 
 class Trainer:
