@@ -19,6 +19,13 @@ def amp_context(device: torch.device, amp: str | None):
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+def decode_outputs(net, out: dict, tasks, size) -> dict:
+    """``{task: decoded prediction}`` of a model output: each task's prediction at the model's
+    evaluation scale upsampled to ``size`` ``(H, W)`` and decoded (argmax, metres, unit normals,
+    edge probability)."""
+    return {t: get_task(t).decode(resize_prediction(out[t][net.eval_scale].float(), size)) for t in tasks}
+
+
 @torch.no_grad()
 def evaluate(model, loader, tasks, meter_options: dict, device: torch.device, amp: str | None = None,
              channels_last: bool = False, progress: bool = False, save_dir: str | Path | None = None) -> dict:
@@ -46,8 +53,7 @@ def evaluate(model, loader, tasks, meter_options: dict, device: torch.device, am
         decoded = {}
         for t in tasks:
             label = batch["labels"][t].to(device)
-            pred = resize_prediction(out[t][net.eval_scale].float(), label.shape[-2:])
-            decoded[t] = get_task(t).decode(pred)
+            decoded.update(decode_outputs(net, out, [t], label.shape[-2:]))
             meters[t].update(decoded[t], label)
         if save_dir:
             for i, sid in enumerate(batch["id"]):

@@ -182,6 +182,11 @@ class Task:
         """A decoded prediction or a label of one image -> ``(H, W, 3)`` uint8 RGB."""
         raise NotImplementedError
 
+    def shared_render_options(self, label, predictions: list) -> dict:
+        """Options of :meth:`render` shared by the label and the predictions of one image in a
+        figure (``label`` may be ``None``), e.g. one depth colour range. Default: none."""
+        return {}
+
     def __repr__(self) -> str:
         return f"<Task {self.name} ({self.letter})>"
 

@@ -111,6 +111,18 @@ def label_code_range(depth: torch.Tensor, fallback=(1e-3, 80.0)) -> tuple[torch.
 DEPTH_MAPS = ("ratio", "minmax")  # uda.depth_map
 
 
+def depth_display_range(label, predictions: list) -> dict:
+    """One colour range (``vmin``, ``vmax`` in metres) for a label and predictions of one image:
+    the 1st..99th percentile of the label's valid depths, or of the predictions' pooled valid
+    depths when there is no label (or it has no valid pixel)."""
+    for maps in ([label] if label is not None else [], predictions):
+        vals = [d[np.isfinite(d) & (d > 0)] for d in (to_numpy(m).astype(np.float64) for m in maps)]
+        vals = np.concatenate([v.ravel() for v in vals]) if vals else np.empty(0)
+        if vals.size:
+            return {"vmin": float(np.percentile(vals, 1)), "vmax": float(np.percentile(vals, 99))}
+    return {}
+
+
 def render_depth(value, vmin: float | None = None, vmax: float | None = None, **_) -> np.ndarray:
     """Metric depth ``(H, W)`` or ``(1, H, W)`` -> RGB, near = bright (coloured by inverse depth);
     the range is the 1st..99th percentile unless ``vmin``/``vmax`` (metres) are given."""
@@ -263,6 +275,9 @@ class Depth(Task):
 
     def render(self, value, vmin: float | None = None, vmax: float | None = None, **_):
         return render_depth(value, vmin, vmax)
+
+    def shared_render_options(self, label, predictions):
+        return depth_display_range(label, predictions)
 
 
 DEPTH = register_task(Depth())
