@@ -22,7 +22,7 @@ from densemtl.viz import qualitative_panels, spread_indices
 def runs(synth_root, tmp_path_factory):
     """Two finished tiny runs: DenseMTL on S-D-N-E and MTL on S-D."""
     out = tmp_path_factory.mktemp("fig_runs")
-    common = {"schedule.iterations": 2, "train.eval_every": 2, "train.checkpoint_every": 0, "data.size": [32, 48]}
+    common = {"schedule.iterations": 1, "train.eval_every": 0, "train.checkpoint_every": 1, "data.size": [32, 48]}
     Trainer(config_from_dict(tiny_config(synth_root, out, tasks="SDNE", run_name="dense", **common))).train()
     Trainer(config_from_dict(tiny_config(synth_root, out, tasks="SD", run_name="mtl", **{"model.name": "mtl", **common}))).train()
     return out / "t" / "dense", out / "t" / "mtl"
