@@ -52,6 +52,7 @@ def unique_names(names: list[str], paths: list[str]) -> list[str]:
 
 def run(args) -> int:
     import torch
+    from omegaconf import OmegaConf
 
     from ..config import config_from_dict
     from ..data import create_dataset, get_dataset_class
@@ -74,8 +75,8 @@ def run(args) -> int:
     dataset = args.dataset or cfg.data.dataset
     cls = get_dataset_class(dataset)
     same = cfg is not None and cfg.data.dataset == dataset
-    options = {k: v for k, v in (dict(cfg.data.options or {}) if same else {}).items()
-               if k not in ("label_subset", "label_subset_others")}
+    options = {k: v for k, v in ((OmegaConf.to_container(cfg.data.options) or {}) if same else {}).items()
+               if k not in ("label_subset", "label_subset_others")}  # every label is drawn
     size = (tuple(int(v) for v in args.size.lower().split("x")) if args.size
             else tuple(cfg.data.size) if same and cfg.data.size else None)
     split = args.split or (cfg.data.val_split if cfg is not None else "val")
@@ -88,7 +89,7 @@ def run(args) -> int:
     models = []
     for name, c in zip(names, ckpts):
         nc = c["model_config"].get("num_classes")
-        if "semseg" in c["model_config"]["tasks"] and nc != ds.num_classes:
+        if "semseg" in c["model_config"]["tasks"] and "semseg" in labelled and nc != ds.num_classes:
             raise ValueError(f"{c['path']} predicts {nc} classes, dataset {dataset} at {args.data} has {ds.num_classes}")
         models.append((name, model_from_checkpoint(c).to(device)))
     indices = spread_indices(len(ds), args.images)
