@@ -29,7 +29,7 @@ def test_presets_cover_the_paper_tables():
     assert "table2/nyud/stl/edges.yaml" in names
     assert len([n for n in names if n.startswith("table3/")]) == 16
     assert len([n for n in names if n.startswith("table4/")]) == 6
-    assert {n for n in names if n.startswith("table5/")} == {f"table5/cityscapes/{r}.yaml" for r in ("3ways", "3ways_padnet", "3ways_mteb")}
+    assert {n for n in names if n.startswith("table5/")} == {f"table5/cityscapes/{r}.yaml" for r in ("3ways_plain", "3ways_padnet", "3ways_mteb")}
     for src in ("synthia", "vkitti2"):  # every row of Table 6, plus the other methods
         rows = {"stl_target_semseg", "stl_target_depth", "stl_source_semseg", "stl_source_depth", "stl_uda_semseg",
                 "stl_uda_depth", "mtl_target", "mtl_source", "mtl_uda", "densemtl_uda"}
@@ -40,11 +40,19 @@ def test_presets_cover_the_paper_tables():
 def test_every_preset_loads(path):
     cfg = load_config(path)
     assert cfg.experiment == path.relative_to(CONFIGS).with_suffix("").as_posix()
-    assert cfg.schedule.iterations == 40000
-    if "table6" in path.parts:  # the released UDA recipe: Adam, constant lr, no clipping
+    assert cfg.schedule.iterations == (90000 if "table6" in path.parts else 40000)
+    if "table6" in path.parts:  # the released UDA recipe: Adam (0.9, 0.98), constant lr, no clipping, 90k
         assert cfg.optim.clip_grad_norm is None and list(cfg.schedule.milestones) == [] and cfg.tasks in ("S", "D", "SD")
+        assert cfg.optim.name == "adam" and list(cfg.optim.betas) == [0.9, 0.98]
+        assert (cfg.optim.lr_backbone, cfg.optim.lr_decoder) == (1.5e-5, 2.5e-4)
+        assert cfg.eval.depth_median_scaling is True  # Table 6 depth metrics (and its Delta) are median-scaled
         assert cfg.uda.adversarial == path.stem.endswith(("_uda", "_uda_semseg", "_uda_depth"))
         assert bool(cfg.uda.target.dataset) == ("_target" not in path.stem)
+        # the source uses its whole set (the released src_split: all); the oracle trains on Cityscapes train
+        assert cfg.data.train_split == ("train" if "_target" in path.stem else "all")
+        if cfg.uda.adversarial:  # the released alignment: mean over pairs, min-max depth map, unit normals, flip
+            assert (cfg.uda.reduction, cfg.uda.depth_map, cfg.uda.normals_map, cfg.uda.flip) == ("mean", "minmax", "unit", True)
+            assert (cfg.uda.weight, cfg.uda.lr, list(cfg.uda.betas), cfg.uda.power) == (0.005, 1e-4, [0.9, 0.99], 0.9)
         if "vkitti2" in path.parts[-2]:
             assert cfg.data.options.label_set == "uda8"
             assert "_target" in path.stem or (list(cfg.data.crop) == [512, 1024] and cfg.uda.target.options.label_set == "uda8")
@@ -63,8 +71,17 @@ def test_every_preset_loads(path):
         released = path.stem.endswith("_released")
         assert released == (table == "table1" and "cityscapes" in path.parts and path.stem == "densemtl_released")
         assert (cfg.optim.lr_backbone, cfg.optim.lr_decoder) == ((1e-5, 1e-4) if released else (2e-4, 3e-4))
-    if "table5" in path.parts:
+    if "table5" in path.parts:  # the released recipe (configs/cityscapes/monodepth/resnet101_ours_SD.yml there)
         assert cfg.selfsup.enabled and cfg.tasks == "SP" and list(cfg.data.crop) == [512, 512]
+        assert cfg.data.size is None and cfg.data.dataset == "cityscapes"  # crops of the 1024x512 frames
+        assert cfg.data.train_split == "train" and "label_subset" not in cfg.data.options  # the full labelled set
+        assert cfg.optim.name == "adam" and list(cfg.optim.betas) == [0.9, 0.999]
+        assert (cfg.optim.lr_backbone, cfg.optim.lr_decoder, cfg.selfsup.lr_pose) == (1e-5, 5e-5, 1e-6)
+        assert list(cfg.schedule.milestones) == [30000] and cfg.schedule.gamma == 0.1
+        assert cfg.model.options.disparity_head == "conv3x3" and cfg.model.options.input_norm == "authors"
+        assert list(cfg.model.options.supervised_scales) == [0, 1, 2, 3] and list(cfg.selfsup.supervised_scales) == [0, 2]
+        assert cfg.train.init_from.endswith(".pt") and list(cfg.train.init_parts) == ["encoder", "decoders", "posenet"]
+        assert cfg.train.init_decoder_source == "disparity"
 
 
 @pytest.mark.parametrize("rel", ["table1/synthia/sdn/densemtl.yaml", "table2/nyud/sdne/padnet3ways.yaml",
@@ -116,7 +133,7 @@ RANGELESS = {
     "data.options", "loss.options", "train.activation_checkpointing", "train.deterministic", "train.sync_bn", "train.freeze_bn",
     "train.progress", "train.init_from", "train.init_depth_bias", "selfsup.enabled", "selfsup.pose_pretrained",
     "selfsup.init_pose", "uda.target.root", "uda.target.augment", "uda.target.options", "uda.adversarial",
-    "eval.edge_boundary", "eval.all_scales",
+    "uda.flip", "eval.edge_boundary", "eval.all_scales", "eval.depth_median_scaling",
 }
 # a value of the right kind outside the key's range or allowed values
 OUT_OF_RANGE = {
@@ -129,13 +146,14 @@ OUT_OF_RANGE = {
     "optim.weight_decay": -0.1, "optim.clip_grad_norm": -1.0, "schedule.iterations": 0, "schedule.milestones": [0],
     "schedule.gamma": -3, "train.log_every": -1, "train.eval_every": -1, "train.checkpoint_every": -1,
     "train.image_every": -1, "train.amp": "fp32", "train.channels_last": "on", "train.compile": "yes",
-    "optim.fused": "always", "train.select_metric": "semseg/foo", "train.init_parts": [],
+    "optim.fused": "always", "train.select_metric": "semseg/foo", "train.init_parts": [], "train.init_decoder_source": "nope",
     "selfsup.pose_source": "nope", "selfsup.pose_backbone": "no_such_net", "selfsup.smoothness": -1.0,
     "selfsup.disparity_scales": [5], "selfsup.supervised_scales": [-1], "selfsup.lr_pose": -1.0,
     "uda.target.dataset": "nope", "uda.target.size": [30, 40], "uda.target.crop": [16, 0],
     "uda.target.train_split": "nope", "uda.target.val_split": "nope", "uda.target.limit_train": 0,
     "uda.target.limit_val": 0, "uda.weight": -1.0, "uda.scales": [7], "uda.lr": -1.0, "uda.betas": [1.0, 0.9],
-    "uda.power": -1.0, "uda.depth_ref": 0.0, "eval.num_thresholds": 0,
+    "uda.power": -1.0, "uda.depth_ref": 0.0, "uda.reduction": "median", "uda.depth_map": "nope",
+    "uda.normals_map": "nope", "eval.num_thresholds": 0,
 }
 WRONG_TYPES = [{"x": 1}, "abc", [["a"]], 1.5, True, -7]
 CONTEXT = {"uda.target": ["uda.target.dataset=nyud"]}  # target keys are checked against a target dataset

@@ -1,10 +1,16 @@
-"""Figures: side-by-side panels and labelled grids (matplotlib, Agg backend)."""
+"""Figures: side-by-side panels, labelled grids (matplotlib, Agg backend) and the paper's
+qualitative figure (input, ground truth and each model's prediction of every task)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from .engine.evaluate import decode_outputs
+from .tasks import canonical_tasks, get_task
+from .tasks.render import dataset_palette
 
 
 def side_by_side(images: list[np.ndarray], pad: int = 4) -> np.ndarray:
@@ -45,3 +51,64 @@ def save_grid(rows: list[list[np.ndarray]], path: str | Path, row_titles=None, c
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def spread_indices(length: int, count: int) -> list[int]:
+    """``count`` sample indices spread evenly over ``range(length)`` (first and last included)."""
+    if length < 1:
+        raise ValueError("the split holds no images")
+    if count < 1:
+        raise ValueError(f"the number of images must be >= 1, got {count}")
+    return sorted({int(round(v)) for v in np.linspace(0, length - 1, min(count, length))})
+
+
+@torch.no_grad()
+def qualitative_panels(models: list, dataset, indices, device: str | torch.device = "cpu") -> dict:
+    """The panels of the qualitative figure: one row per sample index, the columns ``input``,
+    then for each task (the models' tasks, canonical order) its ground truth and each model's
+    decoded prediction, rendered by the task (:meth:`Task.render`) with the dataset's palette
+    and one shared range per image and task (:meth:`Task.shared_render_options`).
+
+    ``models``: ``[(name, model)]``. Returns ``{"rows": [[(H, W, 3) uint8 | None]], "columns":
+    [title], "ids": [sample id], "cells": [[(task, who) | ("input", None)]]}``; a panel is
+    ``None`` where the dataset has no label of the task or the model does not predict it."""
+    tasks = canonical_tasks({t for _, m in models for t in m.tasks})
+    opts = {"num_classes": dataset.num_classes}
+    if dataset.class_names and len(dataset.class_names) == dataset.num_classes:
+        opts["palette"] = dataset_palette(dataset.class_names)
+    cells = [("input", None)] + [(t, who) for t in tasks for who in ["GT"] + [n for n, _ in models]]
+    columns = ["input"] + [f"{t}\n{who}" for t, who in cells[1:]]
+    rows, ids = [], []
+    for i in indices:
+        sample = dataset[i]
+        x = sample["image"][None].to(device)
+        size = x.shape[-2:]
+        preds = {}
+        for name, model in models:
+            model.eval()
+            d = model.size_divisor
+            if size[0] % d or size[1] % d:
+                raise ValueError(f"{name}: the images are {size[0]}x{size[1]}, not multiples of {d} as the model needs; "
+                                 f"choose another size")
+            out = model(x)
+            decoded = decode_outputs(model, out, model.tasks, size)
+            preds[name] = {t: v[0].cpu() for t, v in decoded.items()}
+        row = [(sample["image"].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)]
+        for t in tasks:
+            task = get_task(t)
+            label = sample["labels"].get(t)
+            own = [preds[n][t] for n, _ in models if t in preds[n]]
+            shared = {**opts, **task.shared_render_options(label, own)}
+            row.append(task.render(label, **shared) if label is not None else None)
+            row += [task.render(preds[n][t], **shared) if t in preds[n] else None for n, _ in models]
+        rows.append(row)
+        ids.append(str(sample["id"]))
+    return {"rows": rows, "columns": columns, "ids": ids, "cells": cells}
+
+
+def qualitative_figure(models: list, dataset, indices, path: str | Path, device: str | torch.device = "cpu") -> dict:
+    """Draw :func:`qualitative_panels` as a PNG grid at ``path`` (sample ids as row titles);
+    returns the panels."""
+    panels = qualitative_panels(models, dataset, indices, device)
+    save_grid(panels["rows"], path, row_titles=panels["ids"], col_titles=panels["columns"])
+    return panels

@@ -1,6 +1,8 @@
 """``densemtl convert official FILE.pkl --out CHECKPOINT``: the authors' released checkpoints.
 
-``densemtl convert to-official CHECKPOINT --out FILE.pkl`` writes the reverse (authors' format).
+``densemtl convert to-official CHECKPOINT --out FILE.pkl`` writes the reverse (authors' format);
+``densemtl convert threeways DIR --out CHECKPOINT`` converts Hoyer et al.'s released
+self-supervised depth model (the Table 5 initialisation, docs/selfsup.md).
 """
 
 from __future__ import annotations
@@ -41,6 +43,17 @@ def add_parser(sub) -> None:
                         "else canonical")
     r.add_argument("--no-aliases", action="store_true", help="omit the params.* alias family")
     r.set_defaults(func=run_to_official)
+
+    h = conv.add_parser("threeways", help="Hoyer et al.'s self-supervised depth model folder -> densemtl checkpoint",
+                        description="Convert a released model folder of Hoyer et al. (encoder.pth, depth.pth, "
+                                    "pose_encoder.pth, pose.pth), e.g. mono_cityscapes_1024x512_r101dil_aspp_dec6_lr5_"
+                                    "fd2_crop512x512bs4, into a densemtl checkpoint: a depth model (task disparity) "
+                                    "with its pose network, the initialisation of the Table 5 runs (docs/selfsup.md).")
+    h.add_argument("folder", help="the model folder")
+    h.add_argument("--out", required=True, type=out_file, help="densemtl checkpoint to write")
+    h.add_argument("--dataset", default=None,
+                   help="dataset it was trained on (recorded for eval); default: cityscapes for mono_cityscapes_* folders")
+    h.set_defaults(func=run_threeways)
 
 
 def run_official(args) -> int:
@@ -83,4 +96,16 @@ def run_to_official(args) -> int:
     with naming(out):
         torch.save(sd, out)
     print(f"wrote {out}: {len(sd)} tensors in the authors' format")
+    return 0
+
+
+def run_threeways(args) -> int:
+    from ..interop.threeways import convert_threeways_folder, guess_dataset
+
+    dataset = args.dataset or guess_dataset(args.folder)
+    if dataset:
+        from ..data import get_dataset_class
+
+        get_dataset_class(dataset)  # unknown name -> KeyError listing the datasets
+    convert_threeways_folder(args.folder, args.out, dataset=dataset)
     return 0

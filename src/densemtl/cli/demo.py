@@ -41,7 +41,10 @@ def add_parser(sub) -> None:
     p.add_argument("--reuse", action="store_true", help="reuse finished runs in --out instead of retraining")
     p.add_argument("--uda", action="store_true",
                    help="domain adaptation instead: source-only vs adversarial UDA (S-D) from the default to the "
-                        "'shifted' procedural style, evaluated on the shifted domain (default --out outputs/demo_uda)")
+                        "'shifted' procedural style, evaluated on the shifted domain (default --out outputs/demo_uda), "
+                        "with the Table 6 presets' alignment (mean over pairs, flip, source split all, median-scaled depth)")
+    p.add_argument("--uda-depth-map", choices=["minmax", "ratio"], default="minmax",
+                   help="--uda: depth map of the depth discriminator (default minmax, the Table 6 presets'; docs/uda.md)")
     p.set_defaults(func=run)
 
 
@@ -50,15 +53,19 @@ def demo_config(name, model, tasks, args, data_root, out, target_root=None, adve
 
     w, h = (int(v) for v in args.size.lower().split("x"))
     n = int(args.iterations or 120)
-    extra = {}
-    if target_root is not None:
+    extra, data = {}, {}
+    if target_root is not None:  # the Table 6 presets' alignment (configs/_base_/uda/adversarial.yaml, recipe.yaml)
         extra["uda"] = {"target": {"dataset": "procedural", "root": str(target_root), "size": [h, w]}, "adversarial": adversarial,
-                        "depth_ref": 3.0}  # indoor scenes: 3 m -> 0.5 in the depth discriminator's input
+                        "reduction": "mean", "depth_map": getattr(args, "uda_depth_map", "minmax"), "normals_map": "unit",
+                        "flip": True,
+                        "depth_ref": 3.0}  # depth_map ratio: indoor scenes, 3 m -> 0.5 in the depth discriminator's input
+        extra["eval"] = {"depth_median_scaling": True}
+        data = {"train_split": "all"}  # the source's whole set
     return config_from_dict({**extra,
         "experiment": "demo", "run_name": name, "output_dir": str(out / "runs"), "seed": args.seed, "tasks": tasks,
         "model": {"name": model, "backbone": args.backbone, "pretrained": False},
         "data": {"dataset": "procedural", "root": str(data_root), "size": [h, w], "batch_size": args.batch_size,
-                 "val_batch_size": 32, "num_workers": 0},
+                 "val_batch_size": 32, "num_workers": 0, **data},
         # one recipe for every method at this scale (random init, short schedule)
         "optim": {"name": "adam", "lr_backbone": 1e-3, "lr_decoder": 1e-3, "betas": [0.9, 0.98], "clip_grad_norm": 10.0},
         "schedule": {"iterations": n, "milestones": [max(1, int(n * 0.8))], "gamma": 0.1},

@@ -60,7 +60,8 @@ def run(args) -> int:
         raise ValueError(f"the checkpoint predicts {ckpt['model_config']['num_classes']} classes, dataset "
                          f"{cfg.data.dataset} at {cfg.data.root} has {ds.num_classes}")
     loader, _ = builders.build_loader(ds, int(cfg.data.val_batch_size), False, 0, int(cfg.data.num_workers))
-    opts = {**ds.meter_options(), "boundary": not args.no_boundary, "num_thresholds": int(cfg.eval.num_thresholds)}
+    opts = {**ds.meter_options(), "boundary": not args.no_boundary, "num_thresholds": int(cfg.eval.num_thresholds),
+            "median_scaling": bool(cfg.eval.depth_median_scaling)}
     found = evaluate_all(model, loader, model.tasks, opts, device, progress=True, save_dir=args.save_predictions,
                          protocols=protocols)  # {protocol: {scale: {task: metrics}}}
     eval_scale = model.eval_scale

@@ -9,7 +9,7 @@ import sys
 from .. import __version__
 
 # one module per subcommand; adding a command = adding its module name here
-COMMANDS = ("train", "eval", "predict", "table", "demo", "study", "models", "data", "convert", "export")
+COMMANDS = ("train", "eval", "predict", "figure", "table", "demo", "study", "models", "data", "convert", "export")
 _MODULES = {"eval": "evaluate"}
 
 

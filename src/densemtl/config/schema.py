@@ -12,7 +12,10 @@ import timm
 from ..data import list_datasets
 from ..losses import list_weightings
 from ..models import list_models
-from ..tasks import list_protocols, parse_task_set
+from ..tasks import list_protocols, list_tasks, parse_task_set
+from ..tasks.depth import DEPTH_MAPS
+from ..tasks.normals import NORMALS_MAPS
+from ..uda.alignment import REDUCTIONS
 from .types import AnyOf, Bool, Int, Invalid, ListOf, Mapping, Maybe, Number, Size, Text
 
 DEFAULTS = {
@@ -80,6 +83,9 @@ DEFAULTS = {
         "progress": True,
         "init_from": None,         # checkpoint to initialise weights from (not a resume)
         "init_parts": None,        # null: the whole model (same architecture); or parts, e.g. [encoder, decoders, posenet]
+        "init_decoder_source": None,  # null, or a task: the decoders in init_parts come from that task's decoder of
+                                      # init_from (ASPP and conv blocks for every task, heads for that task only),
+                                      # e.g. disparity: Hoyer et al.'s depth decoder in every decoder (Table 5)
         "init_depth_bias": True,   # depth heads start at the median depth of the first training images
     },
     "selfsup": {                   # self-supervised depth from video (task 'disparity', paper section 4.4)
@@ -112,12 +118,19 @@ DEFAULTS = {
         "lr": 1.0e-4,              # discriminators: Adam, polynomial decay
         "betas": [0.9, 0.99],
         "power": 0.9,
-        "depth_ref": 10.0,         # metres mapped to 0.5 in the depth discriminator's input
+        "depth_ref": 10.0,         # metres mapped to 0.5 in the depth discriminator's input (depth_map: ratio)
+        "reduction": "sum",        # sum | mean of the (task, scale) pairs' adversarial losses (released code: mean)
+        "depth_map": "ratio",      # ratio: z / (z + z_ref), label-free; minmax: relu(z) min-max normalised by the
+                                   # source batch's label codes (released code); see docs/uda.md
+        "normals_map": "shifted",  # shifted: unit normals mapped to [0, 1]; unit: the unit normals (released code)
+        "flip": False,             # discriminators mirror their input with p = 0.5 at each call (released code)
     },
     "eval": {
         "all_scales": True,        # also evaluate every other supervised output scale (metrics.jsonl keys s<k>/task/metric)
         "edge_boundary": False,    # ODS/OIS F during training evaluation (slow); always on in `densemtl eval`
         "num_thresholds": 25,
+        "depth_median_scaling": False,  # scale each depth prediction by median(GT) / median(prediction) before the
+                                        # metrics (the released UDA evaluation, Table 6); the disparity task always does
     },
 }
 
@@ -126,6 +139,10 @@ FREE_FORM = ("model.options", "data.options", "loss.options", "uda.target.option
 
 def _models():
     return list_models()
+
+
+def _tasks():
+    return list_tasks()
 
 
 def _datasets():
@@ -235,6 +252,7 @@ SPEC = {
     "train.progress": Bool(),
     "train.init_from": Maybe(PATH),
     "train.init_parts": Maybe(ListOf(Text(), min_size=1)),
+    "train.init_decoder_source": Maybe(Text(_tasks)),
     "train.init_depth_bias": Bool(),
     "selfsup.enabled": Bool(),
     "selfsup.pose_source": Text(("network", "dataset")),
@@ -262,7 +280,12 @@ SPEC = {
     "uda.betas": BETAS,
     "uda.power": Number(0),
     "uda.depth_ref": Number(0, lo_open=True),
+    "uda.reduction": Text(REDUCTIONS),
+    "uda.depth_map": Text(DEPTH_MAPS),
+    "uda.normals_map": Text(NORMALS_MAPS),
+    "uda.flip": Bool(),
     "eval.all_scales": Bool(),
     "eval.edge_boundary": Bool(),
     "eval.num_thresholds": Int(1),
+    "eval.depth_median_scaling": Bool(),
 }

@@ -7,11 +7,39 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..tasks import canonical_tasks, get_protocol, get_task, parse_task_set
+from ..tasks import IGNORE_INDEX, canonical_tasks, get_protocol, get_task, parse_task_set
 from .geometry import release_intrinsics
 from .io import DataError
 from .labelsets import LabelSet
 from .transforms import hflip_sample, new_view, random_crop, random_scale_crop, resize_sample, to_tensors
+
+
+LABEL_SUBSET_OTHERS = ("unlabelled", "dropped")
+
+
+def read_id_list(spec) -> list[str]:
+    """Sample ids from a list of strings or a text file (one id per line; blank lines and
+    ``#`` comments ignored); duplicates are an error."""
+    if isinstance(spec, (list, tuple)):
+        if not all(isinstance(i, str) and i for i in spec):
+            raise ValueError(f"label_subset: expected a list of sample ids (strings) or a file path, got {spec!r}")
+        ids = [i.strip() for i in spec]
+        where = "label_subset"
+    elif isinstance(spec, (str, Path)):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise DataError(f"label_subset: {path}: no such file (one sample id per line)")
+        ids = [line.split("#", 1)[0].strip() for line in path.read_text().splitlines()]
+        ids = [i for i in ids if i]
+        where = str(path)
+    else:
+        raise ValueError(f"label_subset: expected a list of sample ids or a file path, got {spec!r}")
+    if not ids:
+        raise DataError(f"{where}: the label subset is empty")
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise DataError(f"{where}: id(s) listed twice: {dup[:5]}")
+    return ids
 
 
 class DenseDataset(torch.utils.data.Dataset):
@@ -47,6 +75,12 @@ class DenseDataset(torch.utils.data.Dataset):
         extra_protocols: other protocols whose labels are also returned, under
             ``protocol_labels {protocol: {task: tensor}}`` (evaluating several protocols in one
             pass; not with augmentation).
+        label_subset: semi-supervised studies: the ids (a list, or a text file with one id per
+            line, ``#`` comments) whose segmentation labels are used; every id must be a sample
+            of this split. The other samples keep their images, neighbour frames and other
+            labels but their segmentation label is void everywhere (``label_subset_others:
+            unlabelled``, e.g. for self-supervised depth on every frame) or they are left out
+            (``dropped``). Applied to training sets only (``data.options``).
     """
 
     name = ""
@@ -66,7 +100,8 @@ class DenseDataset(torch.utils.data.Dataset):
     def __init__(self, root, split: str = "train", tasks="SD", size=None, augment: bool | None = None,
                  scale_crop=None, edge_aware_normals: bool = False, normals_smooth_sigma: float = 0.0,
                  seed: int = 0, limit: int | None = None, sequence: bool = False, crop=None,
-                 label_set: str | None = None, protocol: str = "standard", extra_protocols=()):
+                 label_set: str | None = None, protocol: str = "standard", extra_protocols=(),
+                 label_subset=None, label_subset_others: str = "unlabelled"):
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(f"dataset root {self.root} does not exist (dataset '{self.name}'); "
@@ -107,10 +142,29 @@ class DenseDataset(torch.utils.data.Dataset):
             raise ValueError(f"protocol '{self.protocol.name}': the {', '.join(late)} target is computed with the released "
                              f"code's camera, which has no random scale-crop: leave scale_crop unset")
         self.records = self._records()
+        self.label_subset = self._label_subset(label_subset, label_subset_others)
         if limit is not None:
             self.records = self.records[: int(limit)]
         if not self.records:
             raise DataError(f"dataset '{self.name}' at {self.root}: no samples found for split '{split}'")
+
+    def _label_subset(self, spec, others: str) -> frozenset | None:
+        """The labelled ids of ``label_subset`` (checked against this split's records); with
+        ``others="dropped"`` the other records are removed."""
+        if spec is None:
+            return None
+        if others not in LABEL_SUBSET_OTHERS:
+            raise ValueError(f"label_subset_others must be one of {', '.join(LABEL_SUBSET_OTHERS)}, got {others!r}")
+        ids = read_id_list(spec)
+        known = {str(r) for r in self.records}
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise DataError(f"label_subset: {len(unknown)} of its {len(ids)} id(s) are not samples of {self.name} split "
+                            f"'{self.split}' at {self.root}, e.g. {unknown[:3]} (ids look like {sorted(known)[:2]})")
+        subset = frozenset(ids)
+        if others == "dropped":
+            self.records = [r for r in self.records if str(r) in subset]
+        return subset
 
     # --- to implement ---------------------------------------------------------------------
     def _setup(self) -> None:
@@ -222,6 +276,8 @@ class DenseDataset(torch.utils.data.Dataset):
                 labels[t] = task(t).derive(labels, sample["image"], sample["K"], **self._derive_options())
         keep = self._needed(self.protocol)
         sample["labels"] = {t: v for t, v in labels.items() if t in keep}
+        if self.label_subset is not None and "semseg" in sample["labels"] and str(record) not in self.label_subset:
+            sample["labels"]["semseg"] = np.full_like(sample["labels"]["semseg"], IGNORE_INDEX)
         if self.extra_protocols:
             sample["protocol_labels"] = {p.name: self._labels_of(p, raw["labels"], sample, derived) for p in self.extra_protocols}
         return sample

@@ -127,7 +127,11 @@ class NYUDv2(DenseDataset):
             self.depth_range = tuple(self.meta["depth_range"])
 
     def _records(self):
-        lst = self.split_file(self.split)
+        return self._split_ids(self.split)
+
+    def _split_ids(self, split: str) -> list[str]:
+        """The ids listed in ``gt_sets/<split>.txt``."""
+        lst = self.split_file(split)
         if not lst.is_file():
             raise DataError(f"{lst}: missing split list (one image id per line)")
         return [check_split_id(line.strip(), lst, n) for n, line in enumerate(lst.read_text().splitlines(), 1) if line.strip()]

@@ -29,6 +29,15 @@ class Procedural(NYUDv2):
     depth_range = (1e-3, 20.0)
     official_split_sizes: dict = {}
     supports_sequence = True  # with --sequences: frames t-1, t+1 and their ground-truth poses
+    splits = ("train", "val", "all")  # all: train + val (e.g. a domain-adaptation source, as Synthia's)
+
+    def _records(self):
+        if self.split == "all":
+            return sorted(set(self._split_ids("train")) | set(self._split_ids("val")))
+        return super()._records()
+
+    def split_file(self, split):
+        return None if split == "all" else super().split_file(split)
 
     def _setup(self):
         if not (self.root / "dataset.json").is_file():

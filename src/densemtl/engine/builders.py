@@ -35,6 +35,9 @@ def build_dataset(cfg: DictConfig, split: str, train: bool, extra_protocols=()):
     opts = dict(_plain(cfg.data.options) or {})
     if cfg.selfsup.enabled and train:
         opts["sequence"] = True
+    if not train:  # evaluation always uses every label
+        opts.pop("label_subset", None)
+        opts.pop("label_subset_others", None)
     limit = cfg.data.limit_train if train else cfg.data.limit_val
     return create_dataset(
         cfg.data.dataset, cfg.data.root, split, parse_task_set(cfg.tasks),

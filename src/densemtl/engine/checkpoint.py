@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..fileio import UnreadableFile, os_cause, torch_load
+from ..models import model_options
 
 FORMAT = "densemtl-checkpoint"
 
@@ -119,6 +120,14 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def _option_defaults(name) -> dict:
+    """The builder's default options of model ``name`` (empty for an unknown name)."""
+    try:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in model_options(name).items()}
+    except (KeyError, TypeError):
+        return {}
+
+
 def check_model_config(ckpt: dict, model_config: dict, what: str = "checkpoint") -> None:
     """Raise with the differences if the checkpoint was made for another architecture."""
     saved = ckpt.get("model_config", {})
@@ -127,9 +136,11 @@ def check_model_config(ckpt: dict, model_config: dict, what: str = "checkpoint")
         if saved.get(key) != model_config.get(key):
             diffs.append(f"{key}: {what} has {saved.get(key)!r}, the config builds {model_config.get(key)!r}")
     so, mo = saved.get("options", {}), model_config.get("options", {})
+    # an option the checkpoint does not record (added to the model since) had its default value
+    defaults = _option_defaults(saved.get("name"))
     for k in sorted(set(so) | set(mo)):
-        if so.get(k) != mo.get(k):
-            diffs.append(f"model.options.{k}: {what} has {so.get(k)!r}, the config builds {mo.get(k)!r}")
+        if so.get(k, defaults.get(k)) != mo.get(k):
+            diffs.append(f"model.options.{k}: {what} has {so.get(k, defaults.get(k))!r}, the config builds {mo.get(k)!r}")
     if diffs:
         raise CheckpointError(
             f"{ckpt.get('path', what)} was made for a different model:\n  " + "\n  ".join(diffs)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..tasks import get_protocol
+from ..losses import resize_prediction
+from ..tasks import get_protocol, get_task
 from .distributed import is_main
 from .fastpath import autocast, to_memory_format
 
@@ -23,6 +24,13 @@ def flatten(results_by_scale: dict, eval_scale: int = 0) -> dict[str, float]:
     return {f"{scale_key(s, eval_scale)}{t}/{k}": v
             for s, results in sorted(results_by_scale.items(), key=lambda kv: kv[0] != eval_scale)
             for t, d in results.items() for k, v in d.items()}
+
+
+def decode_outputs(net, out: dict, tasks, size) -> dict:
+    """``{task: decoded prediction}`` of a model output: each task's prediction at the model's
+    evaluation scale upsampled to ``size`` ``(H, W)`` and decoded (argmax, metres, unit normals,
+    edge probability)."""
+    return {t: get_task(t).decode(resize_prediction(out[t][net.eval_scale].float(), size)) for t in tasks}
 
 
 @torch.no_grad()

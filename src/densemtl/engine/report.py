@@ -79,7 +79,16 @@ def common_protocol(runs: list[dict]) -> str:
 
 def domain_setting(cfg: dict) -> tuple[str, str]:
     """``(domain, setting)``: ``("synthia→cityscapes", "UDA" | "source-only")`` for domain
-    adaptation runs, ``(dataset, "")`` for supervised ones."""
+    adaptation runs, ``(dataset, "")`` for supervised ones. Runs evaluated with median-scaled
+    depth (``eval.depth_median_scaling``, Table 6) are another protocol: their domain says so,
+    so that they are never compared with (or Delta-referenced to) unscaled runs."""
+    domain, setting = _domain_setting(cfg)
+    if (cfg.get("eval") or {}).get("depth_median_scaling"):
+        domain += " [depth median-scaled]"
+    return domain, setting
+
+
+def _domain_setting(cfg: dict) -> tuple[str, str]:
     target = ((cfg.get("uda") or {}).get("target") or {}).get("dataset")
     label_set = ((cfg["data"].get("options") or {}).get("label_set"))
     if not target:  # a non-default label set is another benchmark (e.g. Cityscapes' 8 UDA classes)

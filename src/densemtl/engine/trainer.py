@@ -63,9 +63,10 @@ class Trainer:
         self.num_classes = self.train_set.num_classes
         self.model = builders.build_model(cfg, self.num_classes).to(self.device)
         init_ck = warmstart.load_init_checkpoint(cfg) if not resume else None
-        warmstart.init_model(self.model, init_ck, cfg.train.init_parts)
+        src = cfg.train.init_decoder_source
+        warmstart.init_model(self.model, init_ck, cfg.train.init_parts, src, log=print if is_main() else lambda _: None)
         if cfg.train.init_depth_bias and not resume:
-            keep = [t for t in self.tasks if warmstart.decoder_initialised(t, init_ck, cfg.train.init_parts)]
+            keep = [t for t in self.tasks if warmstart.decoder_initialised(t, init_ck, cfg.train.init_parts, src)]
             warmstart.init_head_biases(self.model, self.train_set, self.tasks, skip=keep)
         self.fast.prepare(self.model)  # memory format, activation checkpointing
         self.weighting = builders.build_weighting(cfg).to(self.device)
@@ -81,7 +82,8 @@ class Trainer:
         self.shared_parameters = [p for p in shared.parameters() if p.requires_grad]
         self.iter, self.max_iter = 0, int(cfg.schedule.iterations)
         self.meter_options = {**(self.val_set or self.train_set).meter_options(), "boundary": bool(cfg.eval.edge_boundary),
-                              "num_thresholds": int(cfg.eval.num_thresholds)}
+                              "num_thresholds": int(cfg.eval.num_thresholds),
+                              "median_scaling": bool(cfg.eval.depth_median_scaling)}
         self.hooks = list(hooks) if hooks is not None else default_hooks(cfg)
         if resume:
             self._resume()

@@ -15,6 +15,29 @@ from torchvision.models.segmentation.deeplabv3 import ASPP
 from .blocks import ConvBlock
 
 DECODER_WIDTHS = (64, 128, 128, 256, 256)
+HEAD_KINDS = ("conv1x1", "conv3x3")
+
+
+class PaddedConv3x3(nn.Module):
+    """Reflection pad 1 + 3x3 conv (with bias): the prediction conv of Monodepth2's depth
+    decoder (its ``dispconv``; the sigmoid is the task's decoding)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(1)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pad(x))
+
+
+def prediction_head(in_channels: int, out_channels: int, kind: str = "conv1x1") -> nn.Module:
+    """A prediction conv: ``conv1x1`` (``nn.Conv2d``, 1x1) or ``conv3x3`` (:class:`PaddedConv3x3`)."""
+    if kind == "conv1x1":
+        return nn.Conv2d(in_channels, out_channels, 1)
+    if kind == "conv3x3":
+        return PaddedConv3x3(in_channels, out_channels)
+    raise ValueError(f"unknown prediction head {kind!r}; choose from {', '.join(HEAD_KINDS)}")
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
@@ -27,11 +50,12 @@ class ThreeWayDecoder(nn.Module):
     Args:
         enc_channels: the encoder's 5 channel counts (stem, layer1, layer2, layer3, layer4).
         out_channels: prediction channels of the task.
-        head_scales: scales with a 1x1 prediction head.
+        head_scales: scales with a prediction head.
         widths: feature width at scales 0..4.
+        head: ``conv1x1`` (default) or ``conv3x3`` (reflection-padded, Monodepth2's disparity conv).
     """
 
-    def __init__(self, enc_channels, out_channels: int, head_scales=(0, 1), widths=DECODER_WIDTHS):
+    def __init__(self, enc_channels, out_channels: int, head_scales=(0, 1), widths=DECODER_WIDTHS, head: str = "conv1x1"):
         super().__init__()
         c0, c1, c2, c3, c4 = enc_channels
         w = list(widths)
@@ -42,7 +66,7 @@ class ThreeWayDecoder(nn.Module):
         self.pre2, self.fuse2 = ConvBlock(w[3], w[2]), ConvBlock(w[2] + c1, w[2])
         self.pre1, self.fuse1 = ConvBlock(w[2], w[1]), ConvBlock(w[1] + c0, w[1])
         self.pre0, self.fuse0 = ConvBlock(w[1], w[0]), ConvBlock(w[0], w[0])
-        self.heads = nn.ModuleDict({str(s): nn.Conv2d(w[s], out_channels, 1) for s in sorted(head_scales)})
+        self.heads = nn.ModuleDict({str(s): prediction_head(w[s], out_channels, head) for s in sorted(head_scales)})
 
     def stage(self, scale: int, x: torch.Tensor | None, feats: list[torch.Tensor]) -> torch.Tensor:
         """Run the decoder block producing the features at ``scale`` (4, 3, 2, 1 or 0).
@@ -65,3 +89,7 @@ class ThreeWayDecoder(nn.Module):
 
     def head(self, scale: int, x: torch.Tensor) -> torch.Tensor:
         return self.heads[str(scale)](x)
+
+    def prediction_convs(self) -> list[nn.Conv2d]:
+        """The convolutions of the prediction heads (scales ascending)."""
+        return [h.conv if isinstance(h, PaddedConv3x3) else h for h in self.heads.values()]

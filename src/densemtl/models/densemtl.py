@@ -23,15 +23,18 @@ def densemtl(
     kv_downscale="s",
     supervised_scales=(0, 1),
     input_norm="imagenet",
+    disparity_head="conv1x1",
 ):
-    """DenseMTL. ``mteb_scales``: subset of {1, 2, 3, 4} (empty = plain 3-ways decoders)."""
+    """DenseMTL. ``mteb_scales``: subset of {1, 2, 3, 4} (empty = plain 3-ways decoders);
+    ``disparity_head``: ``conv1x1`` or ``conv3x3`` (Monodepth2's) prediction convs of the
+    self-supervised ``disparity`` task."""
     scales = sorted(set(int(s) for s in mteb_scales))
     bad = [s for s in scales if s not in XTAM_DOWNSCALE]
     if bad:
         raise ValueError(f"mteb_scales must be a subset of {{1, 2, 3, 4}}, got {list(mteb_scales)}")
     if scales and len(tasks) < 2:
         raise ValueError(f"mTEB needs at least two tasks, got {list(tasks)}; use mteb_scales=[] or model 'stl'")
-    net = ThreeWayNet(tasks, num_classes, backbone, pretrained, supervised_scales, input_norm)
+    net = ThreeWayNet(tasks, num_classes, backbone, pretrained, supervised_scales, input_norm, disparity_head)
     for s in scales:
         net.exchanges[str(s)] = MTEB(
             net.tasks, net.widths[s], XTAM_DOWNSCALE[s], fusion=fusion, attention=attention,

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from .base import ModelOutput, MultiTaskModel
-from .decoder import DECODER_WIDTHS, ThreeWayDecoder
+from .decoder import DECODER_WIDTHS, HEAD_KINDS, ThreeWayDecoder
 from .encoder import Encoder
 from .recompute import recompute
 
@@ -22,14 +22,20 @@ class ThreeWayNet(MultiTaskModel):
 
     supports_activation_checkpointing = True
 
-    def __init__(self, tasks, num_classes, backbone, pretrained, supervised_scales, input_norm="imagenet"):
+    def __init__(self, tasks, num_classes, backbone, pretrained, supervised_scales, input_norm="imagenet",
+                 disparity_head="conv1x1"):
         super().__init__(tasks, num_classes, supervised_scales, input_norm)
         bad = [s for s in self.supervised_scales if s not in range(5)]
         if bad:
             raise ValueError(f"supervised_scales must be within 0..4, got {list(supervised_scales)}")
+        if disparity_head not in HEAD_KINDS:
+            raise ValueError(f"disparity_head must be one of {', '.join(HEAD_KINDS)}, got {disparity_head!r}")
         self.encoder = Encoder(backbone, pretrained)
+        # the self-supervised disparity may use Monodepth2's 3x3 prediction conv (Table 5 presets)
+        heads = {t: disparity_head if t == "disparity" else "conv1x1" for t in self.tasks}
         self.decoders = nn.ModuleDict(
-            {t: ThreeWayDecoder(self.encoder.channels, self.channels[t], self.supervised_scales) for t in self.tasks}
+            {t: ThreeWayDecoder(self.encoder.channels, self.channels[t], self.supervised_scales, head=heads[t])
+             for t in self.tasks}
         )
         self.exchanges = nn.ModuleDict()
         self.widths = DECODER_WIDTHS
@@ -39,7 +45,7 @@ class ThreeWayNet(MultiTaskModel):
         return self.exchanges
 
     def prediction_layers(self):
-        return {t: list(self.decoders[t].heads.values()) for t in self.tasks}
+        return {t: self.decoders[t].prediction_convs() for t in self.tasks}
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         self.check_input(x)

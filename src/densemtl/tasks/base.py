@@ -174,6 +174,12 @@ class Task:
         """Raw head output ``(N, C, H, W)`` -> a map in [0, 1] for a domain discriminator."""
         raise ValueError(f"task '{self.name}' has no adversarial alignment map")
 
+    def alignment_options(self, label: torch.Tensor, **options) -> dict:
+        """Keyword options of :meth:`alignment_map` computed from the *source* batch's labels of
+        this task (the same for that step's source and target maps), e.g. the depth range of
+        the released min-max depth map; ``options`` are the map's own options. Default: none."""
+        return {}
+
     def export_output(self, pred: torch.Tensor) -> torch.Tensor:
         """The exported (ONNX) output of a raw head output; by default :meth:`decode`."""
         return self.decode(pred)
@@ -186,6 +192,11 @@ class Task:
     def render(self, value: torch.Tensor | np.ndarray, **options) -> np.ndarray:
         """A decoded prediction or a label of one image -> ``(H, W, 3)`` uint8 RGB."""
         raise NotImplementedError
+
+    def shared_render_options(self, label, predictions: list) -> dict:
+        """Options of :meth:`render` shared by the label and the predictions of one image in a
+        figure (``label`` may be ``None``), e.g. one depth colour range. Default: none."""
+        return {}
 
     def __repr__(self) -> str:
         return f"<Task {self.name} ({self.letter})>"

@@ -82,6 +82,48 @@ def depth_map(code: torch.Tensor, ref_depth: float = 10.0) -> torch.Tensor:
     return z / (z + D_FAR / (float(ref_depth) + EPS))
 
 
+def minmax_depth_map(code: torch.Tensor, code_range) -> torch.Tensor:
+    """Depth prediction -> ``(max(z, 0) - z_lo) / (z_hi - z_lo)`` with ``code_range = (z_lo, z_hi)``
+    the smallest and largest inverse-depth code of the *source batch's labels*
+    (:func:`label_code_range`): the map of the released UDA code. Not clamped: a prediction
+    farther than the farthest label (or with ``z <= 0``) maps below 0, a nearer one above 1.
+    ``code (N, 1, H, W)`` -> ``(N, 1, H, W)``; ``z_lo``, ``z_hi`` floats or 0-d tensors."""
+    if code.dim() != 4 or code.shape[1] != 1:
+        raise ValueError(f"expected a depth code (N, 1, H, W), got {tuple(code.shape)}")
+    lo, hi = (torch.as_tensor(v, dtype=code.dtype, device=code.device) for v in code_range)
+    return (code.clamp_min(0.0) - lo) / (hi - lo).clamp_min(torch.finfo(code.dtype).eps)
+
+
+def label_code_range(depth: torch.Tensor, fallback=(1e-3, 80.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z_lo, z_hi)``: the smallest and largest inverse-depth code over the valid pixels
+    (``> 0``) of a batch of depth labels in metres; a batch without any valid pixel gives the
+    codes of ``fallback = (min_depth, max_depth)`` instead. 0-d tensors, computed without a
+    host synchronisation."""
+    valid = depth > 0
+    code = depth_to_code(torch.where(valid, depth, torch.ones_like(depth)))
+    inf = torch.full((), float("inf"), dtype=code.dtype, device=code.device)
+    lo = torch.where(valid, code, inf).amin()
+    hi = torch.where(valid, code, -inf).amax()
+    any_valid = valid.any()
+    far, near = (depth_to_code(torch.tensor(float(v), dtype=code.dtype, device=code.device)) for v in (fallback[1], fallback[0]))
+    return torch.where(any_valid, lo, far), torch.where(any_valid, hi, near)
+
+
+DEPTH_MAPS = ("ratio", "minmax")  # uda.depth_map
+
+
+def depth_display_range(label, predictions: list) -> dict:
+    """One colour range (``vmin``, ``vmax`` in metres) for a label and predictions of one image:
+    the 1st..99th percentile of the label's valid depths, or of the predictions' pooled valid
+    depths when there is no label (or it has no valid pixel)."""
+    for maps in ([label] if label is not None else [], predictions):
+        vals = [d[np.isfinite(d) & (d > 0)] for d in (to_numpy(m).astype(np.float64) for m in maps)]
+        vals = np.concatenate([v.ravel() for v in vals]) if vals else np.empty(0)
+        if vals.size:
+            return {"vmin": float(np.percentile(vals, 1)), "vmax": float(np.percentile(vals, 99))}
+    return {}
+
+
 def render_depth(value, vmin: float | None = None, vmax: float | None = None, **_) -> np.ndarray:
     """Metric depth ``(H, W)`` or ``(1, H, W)`` -> RGB, near = bright (coloured by inverse depth);
     the range is the 1st..99th percentile unless ``vmin``/``vmax`` (metres) are given."""
@@ -210,17 +252,33 @@ class Depth(Task):
         """Code -> metres (codes <= 0 are clamped to a tiny positive code, i.e. very far)."""
         return code_to_depth(pred.clamp_min(1e-3))
 
-    def meter(self, min_depth: float = 1e-3, max_depth: float = 80.0, **_):
-        return DepthMeter(min_depth, max_depth)
+    def meter(self, min_depth: float = 1e-3, max_depth: float = 80.0, median_scaling: bool = False, **_):
+        """``median_scaling``: per-image median scaling before the metrics (``eval.depth_median_scaling``)."""
+        return DepthMeter(min_depth, max_depth, median_scaling=median_scaling)
 
     def alignment_channels(self, num_classes=None):
         return 1
 
-    def alignment_map(self, pred, ref_depth: float = 10.0, **_):
-        return depth_map(pred, ref_depth)
+    def alignment_map(self, pred, mode: str = "ratio", ref_depth: float = 10.0, code_range=None, **_):
+        """``mode="ratio"``: :func:`depth_map` (fixed, label-free); ``"minmax"``:
+        :func:`minmax_depth_map` with the source batch's ``code_range`` (from :meth:`alignment_options`)."""
+        if mode == "ratio":
+            return depth_map(pred, ref_depth)
+        if mode == "minmax":
+            if code_range is None:
+                raise ValueError("the minmax depth map needs the source batch's label code range (code_range)")
+            return minmax_depth_map(pred, code_range)
+        raise ValueError(f"unknown depth map {mode!r}; choose from {', '.join(DEPTH_MAPS)}")
+
+    def alignment_options(self, label, mode: str = "ratio", min_depth: float = 1e-3, max_depth: float = 80.0, **_):
+        """``minmax``: the code range of this source batch's valid depth labels; else nothing."""
+        return {"code_range": label_code_range(label, (min_depth, max_depth))} if mode == "minmax" else {}
 
     def render(self, value, vmin: float | None = None, vmax: float | None = None, **_):
         return render_depth(value, vmin, vmax)
+
+    def shared_render_options(self, label, predictions):
+        return depth_display_range(label, predictions)
 
 
 DEPTH = register_task(Depth())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import Task, register_task
-from .depth import DEPTH_LOWER_IS_BETTER, DepthMeter, render_depth
+from .depth import DEPTH_LOWER_IS_BETTER, DepthMeter, depth_display_range, render_depth
 
 MIN_DEPTH, MAX_DEPTH = 0.1, 100.0
 
@@ -46,6 +46,9 @@ class Disparity(Task):
 
     def render(self, value, vmin: float | None = None, vmax: float | None = None, **_):
         return render_depth(value, vmin, vmax)
+
+    def shared_render_options(self, label, predictions):
+        return depth_display_range(label, predictions)
 
 
 DISPARITY = register_task(Disparity())

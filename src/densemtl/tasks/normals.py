@@ -34,6 +34,9 @@ def normals_map(pred: torch.Tensor) -> torch.Tensor:
     return (F.normalize(pred, dim=1, eps=1e-6) + 1.0) / 2.0
 
 
+NORMALS_MAPS = ("shifted", "unit")  # uda.normals_map
+
+
 def render_normals(value) -> np.ndarray:
     """Normals ``(3, H, W)`` or ``(H, W, 3)`` -> RGB ``(n + 1) / 2``; zero vectors black."""
     n = to_numpy(value).astype(np.float64)
@@ -148,8 +151,14 @@ class Normals(Task):
     def meter(self, **_):
         return NormalsMeter()
 
-    def alignment_map(self, pred, **_):
-        return normals_map(pred)
+    def alignment_map(self, pred, mode: str = "shifted", **_):
+        """``shifted``: unit vectors mapped to [0, 1] (:func:`normals_map`); ``unit``: the unit
+        vectors themselves, in [-1, 1] (the released UDA code)."""
+        if mode == "shifted":
+            return normals_map(pred)
+        if mode == "unit":
+            return F.normalize(pred, dim=1, eps=1e-6)
+        raise ValueError(f"unknown normals map {mode!r}; choose from {', '.join(NORMALS_MAPS)}")
 
     def render(self, value, **_):
         return render_normals(value)

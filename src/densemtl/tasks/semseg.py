@@ -124,10 +124,14 @@ class SemanticSegmentation(Task):
     def export_output(self, pred):
         return pred  # the logits: class probabilities stay available to the user
 
-    def render(self, value, num_classes: int | None = None, **_):
+    def render(self, value, num_classes: int | None = None, palette=None, **_):
+        """``palette``: ``(num_classes + 1, 3)`` uint8 colours, void last (e.g.
+        :func:`~densemtl.tasks.render.dataset_palette`); default :func:`class_palette`."""
         ids = to_numpy(value).astype(np.int64)
         k = int(num_classes or (ids[ids != self.ignore_index].max(initial=0) + 1))
-        pal = class_palette(k)
+        pal = class_palette(k) if palette is None else np.asarray(palette, np.uint8)
+        if pal.shape != (k + 1, 3):
+            raise ValueError(f"a palette for {k} classes must be ({k + 1}, 3) (void last), got {pal.shape}")
         idx = np.where((ids >= 0) & (ids < k), ids, k)
         return pal[idx]
 

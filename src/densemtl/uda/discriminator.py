@@ -40,14 +40,19 @@ class PatchDiscriminator(nn.Module):
     ``forward(x)``: ``(B, in_channels, H, W)`` -> patch logits ``(B, 1, H // 32, W // 32)``
     (see :func:`patch_output_size`); positive = "target" under the convention of
     :mod:`densemtl.uda.adversarial`.
+
+    ``flip``: in training mode, mirror the whole input batch horizontally with probability 0.5
+    at each call (one draw of the global torch generator per call), as the released
+    discriminator does (``uda.flip``); gradients flow through the mirroring.
     """
 
     def __init__(self, in_channels: int, widths: Iterable[int] = WIDTHS, negative_slope: float = 0.2,
-                 spectral: bool = True):
+                 spectral: bool = True, flip: bool = False):
         super().__init__()
         if int(in_channels) < 1:
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         self.in_channels = int(in_channels)
+        self.flip = bool(flip)
         chans = [self.in_channels, *[int(w) for w in widths], 1]
         layers: list[nn.Module] = []
         for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
@@ -68,7 +73,12 @@ class PatchDiscriminator(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         self.output_size(tuple(x.shape[-2:]))  # clear error for too small inputs
+        if self.flip and self.training and bool(torch.rand(()) < 0.5):
+            x = x.flip(-1)
         return self.layers(x)
+
+    def extra_repr(self) -> str:
+        return f"flip={self.flip}" if self.flip else ""
 
 
 def discriminator_key(task: str, scale: int) -> str:

@@ -30,7 +30,9 @@ class AdversarialDomainAlignment(Objective):
         self.alignment = AdversarialAlignment(
             trainer.tasks, u.scales if u.scales is not None else trainer.model.supervised_scales, trainer.num_classes,
             weight=float(u.weight), lr=float(u.lr), betas=tuple(u.betas), power=float(u.power),
-            max_steps=int(cfg.schedule.iterations), depth_ref=float(u.depth_ref), device=self.device)
+            max_steps=int(cfg.schedule.iterations), depth_ref=float(u.depth_ref), reduction=str(u.reduction),
+            depth_map=str(u.depth_map), normals_map=str(u.normals_map), flip=bool(u.flip),
+            depth_range=tuple(trainer.train_set.depth_range), device=self.device)
         tcfg = target_config(cfg)
         self.target_set = build_dataset(tcfg, tcfg.data.train_split, train=True)
         self.loader, self.sampler = build_loader(self.target_set, self.batch_size, True, int(cfg.seed) + 1,
@@ -60,7 +62,10 @@ class AdversarialDomainAlignment(Objective):
         with self.fast.autocast(self.device):
             out_t = trainer.ddp_model(xt)
         self.alignment.check_outputs(out_t)
-        adv, info = self.alignment.generator_loss(out_t, xt.shape[-2:])
+        # maps that depend on the source batch's labels (the min-max depth map) use the same
+        # source statistics for this step's target and source maps
+        ctx.extra["map_options"] = self.alignment.source_options(ctx.labels)
+        adv, info = self.alignment.generator_loss(out_t, xt.shape[-2:], ctx.extra["map_options"])
         (trainer.scaler.scale(adv) if trainer.scaler.is_enabled() else adv).backward()
         ctx.logs["loss/adversarial"] = float(adv.detach())
         ctx.logs["loss"] += ctx.logs["loss/adversarial"]
@@ -68,7 +73,8 @@ class AdversarialDomainAlignment(Objective):
         ctx.extra["target_outputs"] = out_t
 
     def after_optimizer_step(self, trainer, ctx: StepContext):
-        ctx.logs.update(self.alignment.discriminator_step(ctx.outputs, ctx.extra["target_outputs"], ctx.image.shape[-2:]))
+        ctx.logs.update(self.alignment.discriminator_step(ctx.outputs, ctx.extra["target_outputs"], ctx.image.shape[-2:],
+                                                          ctx.extra["map_options"]))
 
     def state_dict(self):
         return self.alignment.state_dict()

@@ -30,7 +30,9 @@ class SelfSupervisedDepth(Objective):
             raise ValueError(f"selfsup.pose_source must be 'network' or 'dataset', got {s.pose_source!r}")
         self.posenet = None
         if s.pose_source == "network":
-            self.posenet = PoseNet(s.pose_backbone, pretrained=s.pose_pretrained or False).to(self.device)
+            # the pose network normalises its input like the model (Hoyer et al.'s: (x - 0.45) / 0.225)
+            self.posenet = PoseNet(s.pose_backbone, pretrained=s.pose_pretrained or False,
+                                   input_norm=trainer.model.input_norm).to(self.device)
         self.supervised_scales = set(s.supervised_scales)
         self.disparity_scales = set(s.disparity_scales)
 
