@@ -1,7 +1,7 @@
 """Cross-task structure of the procedural generator (and, for reference, of the real NYUDv2
 samples in ../shared/data when present): what semantics says about depth and normals and
 back, and how many semantic boundaries are also depth / normal discontinuities.
-See densemtl.data.structure for each number's definition; docs/datasets.md for the results.
+See densemtl.data.structure for each number's definition; docs/results.md for the results.
 
     python experiments/data_structure.py [--num 150] [--size 160x128] [--style default] [--json out.json]
 """
