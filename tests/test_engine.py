@@ -216,7 +216,7 @@ def test_eval_predict_and_table(synth_root, tmp_path, capsys):
     s, d, mt = (load_run(r)["metrics"] for r in runs)
     delta = multitask_delta(mt, {"semseg": s["semseg"], "depth": d["depth"]}, directions("SD"), headline=headlines("SD"))
     lines = (tmp_path / "t.csv").read_text().splitlines()
-    row = [line for line in lines if line.startswith("procedural,supervised,MTL (resnet18)")][0]
+    row = [line for line in lines if line.startswith("standard,procedural,supervised,MTL (resnet18)")][0]  # protocol first
     assert float(row.split(",")[lines[0].split(",").index("delta_mean")]) == pytest.approx(delta, rel=1e-9)
 
 

@@ -212,11 +212,11 @@ def test_selfsup_training_runs_and_resumes(tmp_path, capsys):
     names = json.loads((tmp_path / "t/r/env.json").read_text())["dataset"]["class_names"]
     capsys.readouterr()
     assert main(["table", str(tmp_path / "t"), "--csv", str(tmp_path / "t5.csv")]) == 0
-    head = capsys.readouterr().out.splitlines()[0]
+    head = capsys.readouterr().out.splitlines()[1]  # after the "Protocol: ..." line
     assert all(f" {n} |" in head for n in names) and "mIoU % ↑" in head and "AbsRel ↓" in head
     assert f"semseg_IoU_{names[0]}_mean" in (tmp_path / "t5.csv").read_text()
     assert main(["table", str(tmp_path / "t"), "--layout", "tasks"]) == 0
-    head = capsys.readouterr().out.splitlines()[0]
+    head = capsys.readouterr().out.splitlines()[1]
     assert not any(f" {n} |" in head for n in names) and "AbsRel ↓" in head
     with pytest.raises(ValueError, match="needs the 'disparity' task"):
         Trainer(config_from_dict(tiny_config(root, tmp_path / "x", **{"selfsup.enabled": True})))

@@ -144,7 +144,7 @@ def test_table6_layout_delta_against_stl_uda():
     assert stl_src["tasks"] == ["semseg", "depth"] and stl_src["delta"][0] == pytest.approx(100 * ((25 - 30) / 30 + (10 - 12) / 10) / 2)
     assert rows[("synthia→cityscapes", "UDA", "STL")]["delta"] is None
     md = to_markdown(table)
-    assert md.splitlines()[0].startswith("| dataset | setting | method |") and "| cityscapes | supervised | STL |" in md
+    assert md.splitlines()[0].startswith("Protocol: standard (") and md.splitlines()[1].startswith("| dataset | setting | method |") and "| cityscapes | supervised | STL |" in md
     assert "vs STL-UDA" in md and "| cityscapes [uda8] | supervised | STL |" in md
     assert rows[("cityscapes", "", "STL")]["metrics"]["semseg"] == (60.0, 0.0)
 
