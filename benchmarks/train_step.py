@@ -201,11 +201,17 @@ def main() -> None:
     ap.add_argument("--profile", metavar="CONFIG", help="profile one step of CONFIG and print the top operators")
     ap.add_argument("--top", type=int, default=20, help="operators listed by --profile")
     ap.add_argument("--json", help="also write the results to this file")
-    ap.add_argument("--_one", metavar="CONFIG", help=argparse.SUPPRESS)
+    # one configuration in this process; also called as `--_one [--amp bf16] [--channels-last]`
+    # (the earlier interface, used by benchmarks/compare_revisions.py)
+    ap.add_argument("--_one", metavar="CONFIG", nargs="?", const="", help=argparse.SUPPRESS)
+    ap.add_argument("--amp", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args._one:
-        args.config = args._one
-        print(json.dumps(one(args)))
+    if args._one is not None:
+        args.config = args._one or ((args.amp or "fp32") + ("+cl" if args.channels_last else ""))
+        d = one(args)
+        d["sec_per_step"] = statistics.median(d["times"])
+        print(json.dumps(d))
         return
     if args.profile:
         parse_config(args.profile)

@@ -94,13 +94,15 @@ def test_compiled_wrapper_falls_back_when_compilation_fails(monkeypatch):
 
 
 def test_fused_optimizer_choice(monkeypatch):
-    cpu = torch.device("cpu")
-    assert fastpath.resolve(_train_cfg(), cpu).fused
-    assert not fastpath.resolve(_train_cfg(fused=False), cpu).fused
-    monkeypatch.setattr(fastpath, "fused_kernel_devices", lambda: {"cuda"})
-    assert not fastpath.resolve(_train_cfg(), cpu).fused  # auto: only where PyTorch has the kernel
-    with pytest.raises(ValueError, match="optim.fused=true: PyTorch has no fused optimiser kernel for cpu"):
-        fastpath.resolve(_train_cfg(fused=True), cpu)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not fastpath.resolve(_train_cfg(), cpu).fused  # auto: off on CPU (docs/performance.md)
+    assert fastpath.resolve(_train_cfg(fused=True), cpu).fused
+    assert fastpath.resolve(_train_cfg(amp=None, compile=False), cuda).fused
+    assert not fastpath.resolve(_train_cfg(amp=None, compile=False, fused=False), cuda).fused
+    monkeypatch.setattr(fastpath, "fused_kernel_devices", lambda: {"cpu"})
+    assert not fastpath.resolve(_train_cfg(amp=None, compile=False), cuda).fused  # only where PyTorch has the kernel
+    with pytest.raises(ValueError, match="optim.fused=true: PyTorch has no fused optimiser kernel for cuda"):
+        fastpath.resolve(_train_cfg(amp=None, compile=False, fused=True), cuda)
 
 
 def test_the_optimizer_gets_the_resolved_kernel(synth_root, tmp_path):
@@ -307,7 +309,7 @@ def test_trainer_runs_the_resolved_fast_path(synth_root, tmp_path, monkeypatch):
         return real(self, device)
 
     monkeypatch.setattr(fastpath.FastPath, "autocast", spy)
-    cfg = tiny_config(synth_root, tmp_path, **{"train.amp": "auto", "train.channels_last": True, "optim.fused": "auto",
+    cfg = tiny_config(synth_root, tmp_path, **{"train.amp": "auto", "train.channels_last": True, "optim.fused": True,
                                                "schedule.iterations": 1, "train.eval_every": 0})
     tr = Trainer(config_from_dict(cfg))
     expected = fastpath.resolve(config_from_dict(cfg), torch.device("cpu"))

@@ -59,7 +59,7 @@ DEFAULTS = {
         "momentum": 0.9,
         "weight_decay": 0.0,
         "clip_grad_norm": 10.0,    # null to disable
-        "fused": "auto",           # auto | true | false: the optimiser's fused kernel (auto: where PyTorch has one for the device)
+        "fused": "auto",           # auto | true | false: the optimiser's fused kernel (auto: on CUDA, off on CPU)
     },
     "schedule": {
         "iterations": 40000,
