@@ -46,8 +46,10 @@ def test_figure_panels_are_the_decoded_predictions_rendered_with_shared_ranges(r
     ds = create_dataset("procedural", synth_root, "val", ["semseg", "depth", "normals", "edges"], size=(32, 48), augment=False)
     panels = qualitative_panels([("DenseMTL", dense), ("MTL", mtl)], ds, [0, 3])
     tasks = ["semseg", "depth", "normals", "edges"]
-    assert panels["columns"] == ["input"] + [f"{t}\n{w}" for t in tasks for w in ("GT", "DenseMTL", "MTL")]
-    assert len(panels["rows"]) == 2 and all(len(r) == 1 + 4 * 3 for r in panels["rows"])
+    # the MTL run predicts no normals or edges: no column of it there
+    who = {"semseg": ("GT", "DenseMTL", "MTL"), "depth": ("GT", "DenseMTL", "MTL"), "normals": ("GT", "DenseMTL"), "edges": ("GT", "DenseMTL")}
+    assert panels["columns"] == ["input"] + [f"{t}\n{w}" for t in tasks for w in who[t]]
+    assert len(panels["rows"]) == 2 and all(len(r) == 1 + 3 + 3 + 2 + 2 for r in panels["rows"])
     assert panels["ids"] == [str(ds[0]["id"]), str(ds[3]["id"])]
     pal = dataset_palette(ds.class_names)
     for row, i in zip(panels["rows"], (0, 3)):
@@ -61,18 +63,18 @@ def test_figure_panels_are_the_decoded_predictions_rendered_with_shared_ranges(r
             if t == "input":
                 continue
             panel = row[k]
-            if who == "GT":
-                value = sample["labels"][t]
-            elif t not in refs[who]:
-                assert panel is None, (t, who)  # the MTL run predicts no normals or edges
-                continue
-            else:
-                value = refs[who][t]
+            value = sample["labels"][t] if who == "GT" else refs[who][t]
             opts = {"num_classes": 8, "palette": pal, **({"vmin": lo, "vmax": hi} if t == "depth" else {})}
             np.testing.assert_array_equal(panel, get_task(t).render(value, **opts), err_msg=f"{t} {who}")
         # the shared range matters: with each map's own range the prediction would look different
         k = panels["cells"].index(("depth", "DenseMTL"))
         assert not np.array_equal(row[k], get_task("depth").render(refs["DenseMTL"]["depth"]))
+    # two models of one name: each keeps its own predictions (semseg: GT, first, second)
+    same = qualitative_panels([("M", mtl), ("M", dense)], ds, [3])
+    ref = {"M1": _reference(mtl, ds[3]["image"], (32, 48)), "M2": _reference(dense, ds[3]["image"], (32, 48))}
+    assert [c for c in same["cells"] if c[0] == "normals"] == [("normals", "GT"), ("normals", "M")]
+    for k, key in ((2, "M1"), (3, "M2")):
+        np.testing.assert_array_equal(same["rows"][0][k], get_task("semseg").render(ref[key]["semseg"], num_classes=8, palette=pal))
 
 
 def test_figure_command_writes_the_grid_from_runs_and_a_converted_checkpoint(runs, synth_root, hoyer, tmp_path, capsys):  # noqa: F811
@@ -89,8 +91,8 @@ def test_figure_command_writes_the_grid_from_runs_and_a_converted_checkpoint(run
     one = tmp_path / "one.png"
     assert main(["figure", str(runs[1]), "--data", str(synth_root), "--images", "1", "--size", "32x64", "--out", str(one)]) == 0
     png1 = mpimg.imread(one)
-    # 3 rows of 1 + 5 tasks x (GT + 3 models) columns vs 1 row of 1 + 2 x 2 columns
-    assert png.shape[0] > 2 * png1.shape[0] and png.shape[1] > 3 * png1.shape[1]
+    # 3 rows of 1 + 4 x (GT + 2 or 1 models) + (GT + released) = 13 columns vs 1 row of 1 + 2 x 2 columns
+    assert png.shape[0] > 2 * png1.shape[0] and png.shape[1] > 2 * png1.shape[1]
     assert png.std() > 0.05  # drawn panels, not an empty canvas
 
 
@@ -103,6 +105,14 @@ def test_figure_errors_are_one_line(runs, synth_root, tmp_path, capsys):
     assert main(["figure", str(runs[1]), "--data", str(tmp_path / "none"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_figure_names_are_made_distinct_only_where_they_share_columns():
+    from densemtl.cli.figure import unique_names
+
+    paths = ["r/stl_s/checkpoints/best.pt", "r/stl_d/checkpoints/last.pt", "x/other.pt"]
+    assert unique_names(["STL", "STL", "MTL"], paths, [["semseg"], ["depth"], ["semseg", "depth"]]) == ["STL", "STL", "MTL"]
+    assert unique_names(["STL", "STL", "STL"], paths, [["semseg"], ["depth"], ["depth"]]) == ["STL", "STL (stl_d)", "STL (other)"]
 
 
 def test_spread_indices_and_dataset_palette():

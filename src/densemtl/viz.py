@@ -65,25 +65,26 @@ def spread_indices(length: int, count: int) -> list[int]:
 @torch.no_grad()
 def qualitative_panels(models: list, dataset, indices, device: str | torch.device = "cpu") -> dict:
     """The panels of the qualitative figure: one row per sample index, the columns ``input``,
-    then for each task (the models' tasks, canonical order) its ground truth and each model's
-    decoded prediction, rendered by the task (:meth:`Task.render`) with the dataset's palette
-    and one shared range per image and task (:meth:`Task.shared_render_options`).
+    then for each task (the models' tasks, canonical order) its ground truth and the decoded
+    prediction of each model that predicts the task, rendered by the task (:meth:`Task.render`)
+    with the dataset's palette and one shared range per image and task
+    (:meth:`Task.shared_render_options`).
 
     ``models``: ``[(name, model)]``. Returns ``{"rows": [[(H, W, 3) uint8 | None]], "columns":
-    [title], "ids": [sample id], "cells": [[(task, who) | ("input", None)]]}``; a panel is
-    ``None`` where the dataset has no label of the task or the model does not predict it."""
+    [title], "ids": [sample id], "cells": [(task, "GT" | model name) | ("input", None)]}``; a
+    ground-truth panel is ``None`` where the dataset has no label of the task."""
     tasks = canonical_tasks({t for _, m in models for t in m.tasks})
     opts = {"num_classes": dataset.num_classes}
     if dataset.class_names and len(dataset.class_names) == dataset.num_classes:
         opts["palette"] = dataset_palette(dataset.class_names)
-    cells = [("input", None)] + [(t, who) for t in tasks for who in ["GT"] + [n for n, _ in models]]
+    cells = [("input", None)] + [(t, who) for t in tasks for who in ["GT"] + [n for n, m in models if t in m.tasks]]
     columns = ["input"] + [f"{t}\n{who}" for t, who in cells[1:]]
     rows, ids = [], []
     for i in indices:
         sample = dataset[i]
         x = sample["image"][None].to(device)
         size = x.shape[-2:]
-        preds = {}
+        preds = []  # one {task: decoded} per model (names may repeat)
         for name, model in models:
             model.eval()
             d = model.size_divisor
@@ -92,15 +93,15 @@ def qualitative_panels(models: list, dataset, indices, device: str | torch.devic
                                  f"choose another size")
             out = model(x)
             decoded = decode_outputs(model, out, model.tasks, size)
-            preds[name] = {t: v[0].cpu() for t, v in decoded.items()}
+            preds.append({t: v[0].cpu() for t, v in decoded.items()})
         row = [(sample["image"].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)]
         for t in tasks:
             task = get_task(t)
             label = sample["labels"].get(t)
-            own = [preds[n][t] for n, _ in models if t in preds[n]]
+            own = [p[t] for p in preds if t in p]
             shared = {**opts, **task.shared_render_options(label, own)}
             row.append(task.render(label, **shared) if label is not None else None)
-            row += [task.render(preds[n][t], **shared) if t in preds[n] else None for n, _ in models]
+            row += [task.render(v, **shared) for v in own]
         rows.append(row)
         ids.append(str(sample["id"]))
     return {"rows": rows, "columns": columns, "ids": ids, "cells": cells}

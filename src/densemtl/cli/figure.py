@@ -39,15 +39,19 @@ def model_name(ckpt: dict) -> str:
     return name + (" (released)" if ckpt.get("converted_from") else "")
 
 
-def unique_names(names: list[str], paths: list[str]) -> list[str]:
-    """Names made distinct by the run folder (or file) they come from where they repeat."""
+def unique_names(names: list[str], paths: list[str], tasks: list) -> list[str]:
+    """Names made distinct by the run folder (or file) they come from where two models of the
+    same name predict a common task (and so share a task's columns)."""
     from pathlib import Path
 
     def origin(p):
         p = Path(p)
         return p.parent.parent.name if p.parent.name == "checkpoints" else p.stem
 
-    return [f"{n} ({origin(p)})" if names.count(n) > 1 else n for n, p in zip(names, paths)]
+    def clash(i):
+        return any(j != i and names[j] == names[i] and set(tasks[i]) & set(tasks[j]) for j in range(len(names)))
+
+    return [f"{n} ({origin(p)})" if clash(i) else n for i, (n, p) in enumerate(zip(names, paths))]
 
 
 def run(args) -> int:
@@ -61,7 +65,8 @@ def run(args) -> int:
     from ..viz import qualitative_figure, spread_indices
 
     ckpts = [load_checkpoint(m) for m in args.models]
-    names = unique_names([model_name(c) for c in ckpts], [c["path"] for c in ckpts])
+    names = unique_names([model_name(c) for c in ckpts], [c["path"] for c in ckpts],
+                         [c["model_config"]["tasks"] for c in ckpts])
     if args.names is not None:
         names = [n.strip() for n in args.names.split(",")]
         if len(names) != len(ckpts) or not all(names):
