@@ -3,9 +3,10 @@ revisions, interleaved in one run (A B A B ...) so that a busy machine slows bot
 
     python benchmarks/compare_revisions.py --old 16c09cb [--new WORKTREE] [--rounds 4]
 
-The old revision is checked out into a temporary git worktree; both run this checkout's
-benchmark code (train_step.py's single-configuration mode and the loader loop below) with
-their own ``src`` first on ``PYTHONPATH``. Prints the best (minimum) of the rounds for each
+The old revision is checked out into a temporary git worktree; each side runs its own
+``benchmarks/train_step.py`` (single-configuration mode ``--_one``: eager fp32, the same
+model, losses, clip and Adam) and the loader loop below, with its own ``src`` first on
+``PYTHONPATH``. Prints the best (minimum) of the rounds for each
 and the ratio new / old: below 1 is faster. The minimum is the number least disturbed by
 other processes; the spread of the rounds is printed too.
 """
@@ -69,14 +70,14 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", "import sys; from densemtl.data.synth import generate_dataset; "
                             f"generate_dataset(sys.argv[1], num={args.num_images}, size=(448, 576), seed=0, progress=False)",
                             str(data)], check=True, env={**os.environ, "PYTHONPATH": str(sides["new"])})
-            step = [sys.executable, str(HERE / "train_step.py"), "--_one", "--size", args.size, "--tasks", args.tasks,
-                    "--model", args.model, "--backbone", args.backbone, "--batch", str(args.batch), "--steps", str(args.steps),
-                    "--threads", "1"]
+            step = ["--_one", "--size", args.size, "--tasks", args.tasks, "--model", args.model, "--backbone", args.backbone,
+                    "--batch", str(args.batch), "--steps", str(args.steps), "--threads", "1"]
             load = [sys.executable, "-c", LOADER, str(data), "SDNE", "2"]
             res = {s: {"step": [], "load": []} for s in sides}
             for r in range(args.rounds):
                 for s, src in sides.items():
-                    res[s]["step"].append(run(src, step)["sec_per_step"])
+                    bench = str(src.parent / "benchmarks" / "train_step.py")
+                    res[s]["step"].append(run(src, [sys.executable, bench, *step])["sec_per_step"])
                     res[s]["load"].append(run(src, load)["images_per_sec"])
                 print(f"round {r + 1}/{args.rounds}: step old {res['old']['step'][-1]:.3f} s, new {res['new']['step'][-1]:.3f} s; "
                       f"loader old {res['old']['load'][-1]:.1f}, new {res['new']['load'][-1]:.1f} images/s", flush=True)
