@@ -114,7 +114,9 @@ def test_sigkill_during_checkpoint_write_keeps_last_checkpoint(synth_root, tmp_p
     cfg = _write_cfg(tmp_path / "c.yaml", tiny_config(synth_root, tmp_path / "k", **{"schedule.iterations": n, "train.eval_every": 0}))
     script = tmp_path / "kill.py"
     script.write_text(KILL_IN_WRITE)
-    r = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True)
+    # the killed run computes with the reference's thread count (see the test above)
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    r = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True, env=env)
     assert r.returncode == -signal.SIGKILL
     run = tmp_path / "k/t/r"
     assert load_checkpoint(run / "checkpoints/last.pt")["iteration"] == 2  # the previous, complete one
