@@ -149,6 +149,7 @@ def test_checker_catches_a_cycle_and_a_layer_violation():
     assert layer_of("densemtl.tasks.a")[1] < layer_of("densemtl.losses.b")[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("package", ["densemtl.tasks", "densemtl.losses", "densemtl.metrics", "densemtl.models",
                                      "densemtl.data", "densemtl.engine.trainer", "densemtl.cli.main"])
 def test_each_layer_imports_on_its_own(package):

@@ -95,6 +95,7 @@ def _run_in_namespace(tmp_path, mounts: str, commands: dict, inspect=()) -> dict
     return json.loads(result.read_text())
 
 
+@pytest.mark.slow
 @NEED_NS
 def test_read_only_and_full_disk_name_the_path_and_the_cause(small_run, synth_root, tmp_path):
     ro, full = tmp_path / "ro", tmp_path / "full"
@@ -120,6 +121,7 @@ def test_read_only_and_full_disk_name_the_path_and_the_cause(small_run, synth_ro
         assert "inline_container" not in line and ".tmp-" not in line, (name, line)
 
 
+@pytest.mark.slow
 @NEED_NS
 def test_checkpoint_on_a_full_disk_keeps_the_previous_one(synth_root, small_run, tmp_path):
     size = (small_run / "checkpoints" / "last.pt").stat().st_size
@@ -183,6 +185,7 @@ def test_path_under_a_file_is_named(small_run, tmp_path, capsys):
 
 
 # --- item 9: a checkpoint whose model_config disagrees with its weights ----------------------------------------
+@pytest.mark.slow
 def test_checkpoint_whose_config_does_not_fit_its_weights(small_run, tmp_path, capsys):
     ck = load_checkpoint(small_run / "checkpoints" / "last.pt")
     ck.pop("path")
@@ -206,6 +209,7 @@ def test_checkpoint_whose_config_does_not_fit_its_weights(small_run, tmp_path, c
 
 
 # --- item 11: a torn last line in metrics.jsonl -----------------------------------------------------------------
+@pytest.mark.slow
 def test_torn_last_metrics_line_neither_blocks_resume_nor_the_table(synth_root, tmp_path, capsys):
     Trainer(config_from_dict(tiny_config(synth_root, tmp_path, **{**SMALL, "schedule.iterations": 2, "train.eval_every": 1}))).train()
     run = tmp_path / "t" / "r"
@@ -278,6 +282,7 @@ def test_random_bytes_and_pickled_code_are_not_checkpoints(tmp_path, capsys):
 
 
 # --- item 14: SIGTERM, stale temporary files, no empty run directory -----------------------------------------
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_143(synth_root, tmp_path):
     """As a scheduler does: SIGTERM to every process of the job, DataLoader workers included."""
     cfg = tmp_path / "c.yaml"
@@ -318,6 +323,7 @@ def test_a_swallowed_sigterm_stops_training_at_the_next_step():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+@pytest.mark.slow
 def test_stale_temporary_checkpoint_is_removed_on_resume(synth_root, tmp_path, capsys):
     Trainer(config_from_dict(tiny_config(synth_root, tmp_path, **SMALL))).train()
     run = tmp_path / "t" / "r"

@@ -36,6 +36,7 @@ def test_presets_cover_the_paper_tables():
         assert rows | {"padnet_uda", "padnet3ways_uda"} <= {n.split("/")[-1][:-5] for n in names if n.startswith(f"table6/{src}_cityscapes/")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", LEAVES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
 def test_every_preset_loads(path):
     cfg = load_config(path)
@@ -85,6 +86,7 @@ def test_every_preset_loads(path):
         assert cfg.train.init_decoder_source == "disparity"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rel", ["table1/synthia/sdn/densemtl.yaml", "table2/nyud/sdne/padnet3ways.yaml",
                                  "table1/cityscapes/sdn/densemtl_released.yaml",
                                  "table3/vkitti2/sd/mteb_21.yaml", "table4/vkitti2/sdn/attention_both.yaml",
@@ -182,6 +184,7 @@ def test_every_key_is_covered_by_the_fuzz_tables():
     assert not set(OUT_OF_RANGE) & RANGELESS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("key", VALID_KEYS)
 def test_fuzz_wrong_type_and_out_of_range_name_the_key(key):
     refused = 0

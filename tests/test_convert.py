@@ -202,6 +202,7 @@ def _forward(model, x):
 
 
 # --- tests -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_builder_matches_the_reference_document(sd_case):
     doc = SHARED / "reference" / "official-checkpoints.md"
     if not doc.is_file():
@@ -238,6 +239,7 @@ def test_builder_matches_the_reference_document(sd_case):
     assert {v.dtype for k, v in g.items() if not k.endswith("num_batches_tracked")} == {torch.float32}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["sd_case", "sdn_case"])
 def test_inferred_layout_and_recorded_options(case, request):
     c = request.getfixturevalue(case)
@@ -251,6 +253,7 @@ def test_inferred_layout_and_recorded_options(case, request):
     assert set(c["state"]) == set(c["model"].state_dict())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["sd_case", "sdn_case"])
 def test_strict_round_trip_gives_identical_tensors(case, request):
     c = request.getfixturevalue(case)
@@ -263,6 +266,7 @@ def test_strict_round_trip_gives_identical_tensors(case, request):
     assert back["params.depth.0.decoder.14.weight"] is back["heads.depth.decoder.14.weight"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["sd_case", "sdn_case"])
 def test_converted_model_matches_an_independent_reimplementation(case, request):
     c = request.getfixturevalue(case)
@@ -278,6 +282,7 @@ def test_converted_model_matches_an_independent_reimplementation(case, request):
             assert rel < 1e-4, (t, s, rel)
 
 
+@pytest.mark.slow
 def test_alpha_zero_ignores_the_correlation_branch(sd_case):
     model = sd_case["model"]
     corr = [m for n, m in model.named_modules() if n.endswith(".corr")]
@@ -312,6 +317,7 @@ def test_alpha_zero_ignores_the_correlation_branch(sd_case):
         model.load_state_dict(sd_case["state"])
 
 
+@pytest.mark.slow
 def test_source_order_changes_the_output_only_through_the_fusion_layer(sdn_case):
     sd, model = sdn_case["sd"], sdn_case["model"]
     swapped = {**SDN_ORDER, "semseg": ("depth", "normals")}
@@ -347,6 +353,7 @@ def test_source_order_changes_the_output_only_through_the_fusion_layer(sdn_case)
         assert torch.equal(a[t][1], b[t][1])  # scale 1 is predicted before the mTEB
 
 
+@pytest.mark.slow
 def test_detect_order_recovers_the_order_of_the_file(sdn_case, capsys):
     """Labels = the predictions of the file's true orders (sharpened segmentation logits):
     the true order of every target gives the lowest loss."""
@@ -415,6 +422,7 @@ def test_unknown_architecture_keys_are_listed(sd_case):
         from_official({**sd, "m.semseg.0.post.0.weight": torch.zeros(1)})
 
 
+@pytest.mark.slow
 def test_missing_keys_shapes_and_aliases_are_listed(sd_case):
     sd = dict(sd_case["sd"])
     del sd["m.depth.1.post.1.running_var"], sd["params.depth.1.1.post.1.running_var"]
@@ -464,6 +472,7 @@ def test_export_refuses_models_the_authors_code_cannot_express(sd_case):
 
 
 # --- command line ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_convert_then_eval_predict_and_init_from(sd_case, synth_root, tmp_path, capsys):
     from densemtl.config import config_from_dict
     from densemtl.engine import builders, check_model_config, load_checkpoint
@@ -513,6 +522,7 @@ def test_cli_convert_then_eval_predict_and_init_from(sd_case, synth_root, tmp_pa
     assert all(torch.equal(run_ck["model"][k], ckpt["model"][k]) for k in params)  # lr 0: the converted weights
 
 
+@pytest.mark.slow
 def test_cli_detect_order_and_back_to_the_authors_format(sdn_case, synth_root, tmp_path, capsys):
     src, ck, back = tmp_path / "f.pkl", tmp_path / "f.pt", tmp_path / "back.pkl"
     torch.save(sdn_case["sd"], src)

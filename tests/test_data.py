@@ -154,6 +154,7 @@ def test_prepare_nyud_from_matlab_v73(tmp_path, shared_data):
     assert main(["data", "verify", "--dataset", "nyud", "--root", str(out)]) == 1  # 2 != official 795/654
 
 
+@pytest.mark.slow
 def test_real_nyuv2_samples_and_normals_of_433(shared_data, tmp_path):
     src = shared_data / "nyuv2-real-samples/consolidated"
     root = tmp_path / "nyu"
@@ -265,6 +266,7 @@ def test_synth_dataset_deterministic_and_consistent(tmp_path):
 SPLIT_SCRIPT = "import sys; from densemtl.data.splits import seeded_split; print(','.join(seeded_split([str(i) for i in range(50)], sys.argv[1], 7)))"
 
 
+@pytest.mark.slow
 def test_splits_disjoint_and_identical_across_processes():
     outs = {}
     for hs in ("0", "99"):

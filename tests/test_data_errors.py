@@ -108,6 +108,7 @@ def test_synth_refuses_non_empty_out_and_force_replaces_whole(tmp_path, capsys, 
 
 # --- 2 and 5: predict writes one set of outputs per image, never NaN -----------------------------
 
+@pytest.mark.slow
 def test_predict_same_names_in_two_folders_are_kept_apart(tmp_path, capsys):
     ck = _checkpoint(tmp_path / "ck.pt")
     rng = np.random.default_rng(0)
@@ -134,6 +135,7 @@ def test_predict_same_names_in_two_folders_are_kept_apart(tmp_path, capsys):
     assert not (tmp_path / "o3").exists()
 
 
+@pytest.mark.slow
 def test_predict_refuses_non_finite_outputs(tmp_path, capsys):
     ck = _checkpoint(tmp_path / "nan.pt", nan=True)
     img = tmp_path / "x.png"
@@ -232,6 +234,7 @@ def test_depth_npy_of_wrong_type_names_the_file(tmp_path, array, dtype_shape):
 
 # --- 10: errors in DataLoader workers ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_error_in_loader_worker_is_the_original_one_line(tmp_path, capsys):
     from densemtl.engine import builders
 
@@ -274,6 +277,7 @@ def test_unexpected_error_in_worker_names_the_sample(tmp_path, monkeypatch):
 
 # --- 15: split lists cannot reach outside the dataset root ---------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["../outside", "sub/../../outside", "/etc/hostname", "..\\outside"])
 def test_split_ids_outside_the_root_are_refused(tmp_path, capsys, bad):
     root = write_nyud(tmp_path / "n")

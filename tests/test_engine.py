@@ -37,6 +37,7 @@ def _write_cfg(path, d):
     return path
 
 
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(synth_root, tmp_path):
     cfg = config_from_dict(tiny_config(synth_root, tmp_path))
     best = Trainer(cfg).train()
@@ -56,6 +57,7 @@ def test_train_writes_a_complete_run_directory(synth_root, tmp_path):
     assert list((run / "tb").iterdir())
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_loss_sequence(synth_root, tmp_path):
     n = 8
     ref_cfg = tiny_config(synth_root, tmp_path / "ref", **{"schedule.iterations": n, "train.eval_every": 0})
@@ -107,6 +109,7 @@ KILL_IN_WRITE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigkill_during_checkpoint_write_keeps_last_checkpoint(synth_root, tmp_path):
     n = 6
     Trainer(config_from_dict(tiny_config(synth_root, tmp_path / "ref", **{"schedule.iterations": n, "train.eval_every": 0}))).train()
@@ -124,6 +127,7 @@ def test_sigkill_during_checkpoint_write_keeps_last_checkpoint(synth_root, tmp_p
     np.testing.assert_allclose(_losses(run), ref, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint(synth_root, tmp_path):
     cfg = _write_cfg(tmp_path / "c.yaml", tiny_config(synth_root, tmp_path, **{"schedule.iterations": 10000, "train.checkpoint_every": 0, "train.eval_every": 0}))
     proc = subprocess.Popen([sys.executable, "-m", "densemtl", "train", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -152,6 +156,7 @@ DDP_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process_on_the_combined_batch(synth_root, tmp_path):
     common = {"model.name": "padnet", "tasks": "SN", "loss.options": {"weights": {"semseg": 1.0, "normals": 1.0}},
               "schedule.iterations": 2, "train.eval_every": 0, "train.checkpoint_every": 0, "train.freeze_bn": True,
@@ -178,6 +183,7 @@ def test_ddp_two_processes_equal_one_process_on_the_combined_batch(synth_root, t
     assert len(moved) > 0.5 * len(init)
 
 
+@pytest.mark.slow
 def test_checkpoint_from_another_model_is_refused(synth_root, tmp_path):
     Trainer(config_from_dict(tiny_config(synth_root, tmp_path, **{"schedule.iterations": 1, "train.eval_every": 0}))).train()
     ck = tmp_path / "t/r/checkpoints/last.pt"
@@ -191,6 +197,7 @@ def test_checkpoint_from_another_model_is_refused(synth_root, tmp_path):
     assert main(["train", str(cfg)]) == 2  # run directory exists: says how to resume
 
 
+@pytest.mark.slow
 def test_eval_predict_and_table(synth_root, tmp_path, capsys):
     runs = []
     for name, model, tasks in [("stl_s", "stl", "S"), ("stl_d", "stl", "D"), ("mtl", "mtl", "SD")]:
@@ -226,6 +233,7 @@ def test_eval_predict_and_table(synth_root, tmp_path, capsys):
     assert float(row.split(",")[lines[0].split(",").index("delta_mean")]) == pytest.approx(delta, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_channels_last_train(synth_root, tmp_path):
     cfg = tiny_config(synth_root, tmp_path, **{"tasks": "SDNE", "train.amp": "bf16", "train.channels_last": True,
                                                "schedule.iterations": 2, "train.eval_every": 2, "eval.edge_boundary": True})

@@ -61,6 +61,7 @@ def compare(model, sess, batch, size, seed=0):
     return {n: torch.from_numpy(g) for n, g in zip(wrapper.output_names, got)}
 
 
+@pytest.mark.slow
 def test_cli_export_fixed_size(sdn, tmp_path, capsys):
     model, ckpt = sdn
     out = tmp_path / "sub" / "sdn.onnx"
@@ -76,6 +77,7 @@ def test_cli_export_fixed_size(sdn, tmp_path, capsys):
     assert torch.allclose(got["normals"].norm(dim=1), torch.ones(1, *SIZE), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_dynamic_export_second_size(sdn, tmp_path):
     model, _ = sdn
     out = tmp_path / "dyn.onnx"
@@ -89,6 +91,7 @@ def test_dynamic_export_second_size(sdn, tmp_path):
     assert compare(model, sess, 2, SECOND, seed=1)["semseg_logits"].shape == (2, 5, *SECOND)
 
 
+@pytest.mark.slow
 def test_explicit_attention_fallback_with_edges(tmp_path):
     # opset 13: the TorchScript exporter has no SDPA translation, the explicit formula is used
     model = build("SE", seed=1)
@@ -102,6 +105,7 @@ def test_explicit_attention_fallback_with_edges(tmp_path):
     assert ((edges >= 0) & (edges <= 1)).all()
 
 
+@pytest.mark.slow
 def test_dynamo_exporter(tmp_path):
     pytest.importorskip("onnxscript")
     model = build("SD", seed=2)
@@ -156,6 +160,7 @@ def test_parse_size():
             parse_size(bad)
 
 
+@pytest.mark.slow
 def test_cli_errors(sdn, tmp_path, capsys):
     _, ckpt = sdn
     out = str(tmp_path / "x.onnx")

@@ -170,6 +170,7 @@ def _train(steps, channels_last=False, checkpointing=False, batches=None, dropou
     return net, losses
 
 
+@pytest.mark.slow
 def test_fast_training_steps_agree_with_eager_fp32():
     # SGD: the update is linear in the gradient (Adam's first steps are ~lr * sign(g) and turn
     # rounding differences of near-zero gradients into lr-sized steps); the fused Adam kernel
@@ -210,6 +211,7 @@ def test_fused_adam_equals_pytorch_adam_on_the_same_gradients():
         assert (a - p).abs().mean() > 1e-2  # it moved (5 steps of lr 1e-2)
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_gives_the_same_gradients_and_statistics():
     batches = [_batch(seed=i) for i in range(2)]
     ref, ref_losses = _train(2, batches=batches)
@@ -268,6 +270,7 @@ def test_compiled_inference_equals_eager_fp32(tmp_path, monkeypatch):
         assert _relative(out[t][0], ref[t][0]) < 1e-5, t
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels_last, checkpointing", [(True, False), (False, True), (True, True)])
 def test_fp32_fast_path_forward_equals_eager(channels_last, checkpointing):
     """What FastPath.prepare/inputs do to a model in fp32 does not change its outputs (1e-5
@@ -291,6 +294,7 @@ def test_fp32_fast_path_forward_equals_eager(channels_last, checkpointing):
     assert fast.inputs(x).is_contiguous(memory_format=torch.channels_last) is channels_last
 
 
+@pytest.mark.slow
 def test_trainer_runs_the_resolved_fast_path(synth_root, tmp_path, monkeypatch):
     """The trainer resolves the speed keys once: the optimiser gets the fused kernel, the model
     and its inputs the memory format, the step the autocast; env.json records the choice."""

@@ -40,6 +40,7 @@ def _reference(model, image, size):
     return res
 
 
+@pytest.mark.slow
 def test_figure_panels_are_the_decoded_predictions_rendered_with_shared_ranges(runs, synth_root):
     dense = model_from_checkpoint(load_checkpoint(runs[0]))
     mtl = model_from_checkpoint(load_checkpoint(runs[1]))
@@ -77,6 +78,7 @@ def test_figure_panels_are_the_decoded_predictions_rendered_with_shared_ranges(r
         np.testing.assert_array_equal(same["rows"][0][k], get_task("semseg").render(ref[key]["semseg"], num_classes=8, palette=pal))
 
 
+@pytest.mark.slow
 def test_figure_command_writes_the_grid_from_runs_and_a_converted_checkpoint(runs, synth_root, hoyer, tmp_path, capsys):  # noqa: F811
     folder = hoyer[0]
     conv = tmp_path / "hoyer.pt"
@@ -96,6 +98,7 @@ def test_figure_command_writes_the_grid_from_runs_and_a_converted_checkpoint(run
     assert png.std() > 0.05  # drawn panels, not an empty canvas
 
 
+@pytest.mark.slow
 def test_figure_errors_are_one_line(runs, synth_root, tmp_path, capsys):
     out = tmp_path / "f.png"
     assert main(["figure", str(runs[1]), "--data", str(synth_root), "--names", "a,b", "--out", str(out)]) == 2

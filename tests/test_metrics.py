@@ -47,6 +47,7 @@ def _seg40(shared_data):
     return labs
 
 
+@pytest.mark.slow
 def test_miou_and_accuracy_match_torchmetrics_on_real_nyuv2(shared_data):
     tm = pytest.importorskip("torchmetrics.classification")
     labs = _seg40(shared_data)

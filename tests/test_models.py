@@ -35,6 +35,7 @@ def _check_forward_backward(model, h=32, w=48):
     assert sum(g is not None and bool(g.abs().sum() > 0) for g in grads) > 0.9 * len(grads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["resnet18", "resnet101"])
 @pytest.mark.parametrize("tasks", TASK_SETS)
 @pytest.mark.parametrize("name", [m for m in list_models()])
@@ -49,6 +50,7 @@ def test_every_model_builds_and_trains(name, tasks, backbone):
         _check_forward_backward(model)
 
 
+@pytest.mark.slow
 def test_encoder_channels_and_stride():
     m = create_model("densemtl", "SD", num_classes=3, backbone="resnet18")
     assert m.encoder.channels == [64, 64, 128, 256, 512]
@@ -94,6 +96,7 @@ def test_options_and_errors():
     assert len(single.exchanges) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "opts",
     [
@@ -124,6 +127,7 @@ class _Constant(torch.nn.Module):
         return torch.full((x.shape[0], self.channels, *x.shape[-2:]), self.value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", ["add", "prod", "concat"])
 def test_fusion_add_adds_prod_multiplies_concat_has_no_residual(fusion):
     m = create_model("densemtl", "SD", num_classes=4, backbone="resnet18", fusion=fusion).eval()
@@ -166,6 +170,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tasks", ["SDN", "SDNE"])
 def test_same_outputs_across_hash_seeds(tmp_path, tasks):
     torch.manual_seed(0)
@@ -189,6 +194,7 @@ def test_same_outputs_across_hash_seeds(tmp_path, tasks):
             assert torch.equal(a["out"][t][s], b["out"][t][s])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models())
 def test_depth_heads_start_at_a_plausible_depth(name):
     from densemtl.losses import code_to_depth

@@ -25,6 +25,7 @@ def _params(tasks, scales):
         return count_parameters(create_model("densemtl", tasks, num_classes=40, backbone="resnet101", mteb_scales=scales))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tasks", ["SD", "SDN"])
 def test_mteb_added_parameters_match_table3(tasks):
     base = _params(tasks, [])
@@ -41,6 +42,7 @@ def _closed_form(n_tasks, channels):
     return n_tasks * (n_tasks - 1) * pair + n_tasks * target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tasks,n", [("SD", 2), ("SDN", 3), ("SDNE", 4)])
 def test_mteb_closed_form(tasks, n):
     with torch.device("meta"):

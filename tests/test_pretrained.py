@@ -14,6 +14,7 @@ def _torchvision_resnet18_sd():
     return torchvision.models.resnet18(weights=None).state_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_torchvision_weights_load_exactly(tmp_path, fmt):
     sd = _torchvision_resnet18_sd()
@@ -37,6 +38,7 @@ def test_timm_naming_with_prefix_and_wrapper(tmp_path):
     assert torch.equal(m.encoder.body.state_dict()["layer3.0.conv1.weight"], sd["layer3.0.conv1.weight"])
 
 
+@pytest.mark.slow
 def test_bad_weight_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         create_model("mtl", "SD", num_classes=3, backbone="resnet18", pretrained=str(tmp_path / "nope.pth"))
@@ -49,6 +51,7 @@ def test_bad_weight_files(tmp_path):
         create_model("mtl", "SD", num_classes=3, backbone="resnet34", pretrained=str(tmp_path / "r18.pth"))
 
 
+@pytest.mark.slow
 def test_torchvision_resnet101_weights_load_into_the_dilated_encoder(tmp_path):
     """The paper presets' backbone: a torchvision-format ResNet-101 state dict (what
     ``resnet101-63fe2227.pth`` holds) fills every parameter and buffer of the dilated timm encoder."""
@@ -79,6 +82,7 @@ def _fake_hub_cache(root, repo, sd):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(snap / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_timm_weights_tag_resolved_by_timm_offline_from_the_cache(tmp_path, monkeypatch):
     """``pretrained: resnet18.tv_in1k`` goes through timm (here from a filled cache, offline); a
     tag of another architecture, an unknown tag and a failed download are one-line errors."""

@@ -477,6 +477,7 @@ def test_vkitti2_paper_normals_labels_follow_the_release_camera_through_flip_and
     assert item["labels"]["normals"].shape == (4, 60, 200) and item["protocol_labels"]["standard"]["normals"].shape == (3, 60, 200)
 
 
+@pytest.mark.slow
 def test_paper_training_on_derived_normals_with_crop_and_flip(vkitti_plane, tmp_path):
     from helpers import tiny_config
 
@@ -503,6 +504,7 @@ def test_paper_targets_refuse_a_scale_crop(vkitti_plane):
     create_dataset("vkitti2", vkitti_plane, "all", "N", size=(60, 200), protocol="standard", scale_crop=(1.0, 1.2))
 
 
+@pytest.mark.slow
 def test_nyud_paper_labels_from_files(tmp_path, shared_data):
     """Normals from the files unit-normalised (no invalid pixel, mask of ones); edges resized
     linearly then > 0 (the released cv2 call), on real NYUDv2 edges at the paper's 448x576."""
@@ -560,6 +562,7 @@ def paper_run(synth_root, tmp_path_factory):
     return out / "t" / "paper"
 
 
+@pytest.mark.slow
 def test_run_records_its_protocol(paper_run):
     from omegaconf import OmegaConf
 
@@ -573,6 +576,7 @@ def test_run_records_its_protocol(paper_run):
     assert ck["protocol"] == "paper" and ck["config"]["protocol"] == "paper"
 
 
+@pytest.mark.slow
 def test_eval_protocol_both_prints_both_columns_in_one_pass(paper_run, tmp_path, capsys):
     from densemtl.cli.main import main
 

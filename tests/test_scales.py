@@ -53,6 +53,7 @@ def _rmse_numpy(model, loader, scale, min_depth, max_depth):
     return float(np.sqrt(np.mean(mses)))
 
 
+@pytest.mark.slow
 def test_every_scale_is_recorded_and_selection_uses_select_scale(synth_root, tmp_path, capsys):
     over = {"tasks": "SD", "schedule.iterations": 2, "train.eval_every": 2, "train.select_metric": "semseg/mIoU"}
     tr = Trainer(config_from_dict(tiny_config(synth_root, tmp_path, **over, **{"train.select_scale": 1})))
@@ -82,6 +83,7 @@ def test_every_scale_is_recorded_and_selection_uses_select_scale(synth_root, tmp
     assert m["metrics"] == m["scales"]["0"] and m["eval_scale"] == 0
 
 
+@pytest.mark.slow
 def test_selection_stays_on_the_evaluation_scale_and_all_scales_can_be_off(synth_root, tmp_path):
     over = {"tasks": "SD", "schedule.iterations": 2, "train.eval_every": 2, "train.select_metric": "semseg/mIoU"}
     Trainer(config_from_dict(tiny_config(synth_root, tmp_path, **over))).train()

@@ -191,6 +191,7 @@ def test_self_supervised_loss_prefers_true_depth(tmp_path):
     assert 0 <= info["automask/0"] <= 1
 
 
+@pytest.mark.slow
 def test_selfsup_training_runs_and_resumes(tmp_path, capsys):
     from helpers import tiny_config
     from densemtl.cli.main import main
@@ -222,6 +223,7 @@ def test_selfsup_training_runs_and_resumes(tmp_path, capsys):
         Trainer(config_from_dict(tiny_config(root, tmp_path / "x", **{"selfsup.enabled": True})))
 
 
+@pytest.mark.slow
 def test_partial_initialisation_and_local_pose_weights(tmp_path):
     """The paper starts DenseMTL-SDE from a 3-ways self-supervised model: encoder, decoders and
     pose network from its checkpoint, the new mTEB block from scratch."""
@@ -266,6 +268,7 @@ def test_partial_initialisation_and_local_pose_weights(tmp_path):
     torch.testing.assert_close(pose.encoder.state_dict()["layer4.1.bn2.running_var"], rgb.layer4[1].bn2.running_var)
 
 
+@pytest.mark.slow
 def test_known_camera_motion_replaces_the_pose_network(tmp_path):
     from helpers import tiny_config
     from densemtl.config import config_from_dict

@@ -277,6 +277,7 @@ def test_report_tables_from_rows(tmp_path):
 
 
 # --- resumability -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_study_runs_records_and_skips(tmp_path, capsys):
     spec = StudySpec(spec_dict(tmp_path))
     new = runner.run_study(spec)
@@ -292,6 +293,7 @@ def test_study_runs_records_and_skips(tmp_path, capsys):
     assert "0 to do" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_and_is_recorded_once(tmp_path, monkeypatch, capsys):
     from densemtl.engine import HookBase
 
@@ -315,6 +317,7 @@ def test_killed_run_resumes_and_is_recorded_once(tmp_path, monkeypatch, capsys):
     assert len(rows) == 3 and len({results.row_key(r) for r in rows}) == 3
 
 
+@pytest.mark.slow
 def test_finished_run_without_row_is_recorded_without_training(tmp_path, monkeypatch):
     spec = StudySpec(spec_dict(tmp_path, methods={"stl": {"model": "stl"}}, task_sets=["S"]))
     runner.run_study(spec)

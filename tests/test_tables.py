@@ -83,6 +83,7 @@ TABLE3 = {("SD", ()): "0.00", ("SD", (1,)): "0.77", ("SD", (3,)): "3.09", ("SD",
           ("SDN", ()): "0.00", ("SDN", (1,)): "2.32", ("SDN", (4,)): "9.26", ("SDN", (1, 2, 3, 4)): "23.15"}
 
 
+@pytest.mark.slow
 def test_param_column_for_mteb_placements_only(tmp_path):
     dirs = stl_runs(tmp_path, {t: STL[t] for t in ("semseg", "depth", "normals")}, dataset="vkitti2",
                     options={"input_norm": "authors"})

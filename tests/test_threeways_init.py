@@ -151,6 +151,7 @@ def _reference_pose(a, b, pose_enc, pose):
     return h[:, 0, 0, :3], h[:, 0, 0, 3:]  # the first predicted frame: what the 'pairs' mode reads
 
 
+@pytest.mark.slow
 def test_convert_threeways_equals_their_networks(hoyer, tmp_path, capsys):
     folder, enc, pose_enc, pose, dec = hoyer
     out = tmp_path / "hoyer.pt"
@@ -184,6 +185,7 @@ def test_convert_threeways_equals_their_networks(hoyer, tmp_path, capsys):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_convert_threeways_is_strict(hoyer, tmp_path):
     folder = hoyer[0]
 
@@ -222,6 +224,7 @@ def test_convert_threeways_is_strict(hoyer, tmp_path):
     assert main(["convert", "threeways", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y.pt")]) == 2
 
 
+@pytest.mark.slow
 def test_converted_model_initialises_every_task_decoder(hoyer, tmp_path, capsys):
     """Table 5's start: encoder, pose network and the depth decoder into EVERY decoder (ASPP and
     conv blocks; the 3x3 disparity convs only into the disparity decoder)."""
@@ -260,6 +263,7 @@ def _tiny_disparity_checkpoint(root, tmp_path, head="conv3x3"):
                             "model_config": src.model.model_config}, tmp_path / f"p_{head}.pt"), src.model.state_dict()
 
 
+@pytest.mark.slow
 def test_init_decoder_source_rules(tmp_path):
     root = generate_dataset(tmp_path / "seq", num=4, size=(32, 48), seed=0, workers=1, progress=False, sequences=True)
     ck, src = _tiny_disparity_checkpoint(root, tmp_path)
@@ -385,6 +389,7 @@ def test_cityscapes_sde_uses_every_labelled_frame_and_label_subsets(tmp_path):
         create_dataset("cityscapes", tmp_path, "train", "S", size=(32, 64), label_subset=labelled, label_subset_others="x")
 
 
+@pytest.mark.slow
 def test_checkpoint_without_a_newer_option_loads_with_its_default(tmp_path):
     """A checkpoint written before ``disparity_head`` existed records no such option: it had the
     default (conv1x1), so it still loads; one that differs from the config is still refused."""

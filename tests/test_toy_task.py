@@ -71,6 +71,7 @@ def gray_task():
     unregister_task("gray")
 
 
+@pytest.mark.slow
 def test_a_registered_task_trains_evaluates_and_shows_in_the_table(gray_task, synth_root, tmp_path, capsys):
     assert get_task("gray") is gray_task
     runs = []

@@ -121,6 +121,7 @@ def test_spectral_norm_is_active():
     assert torch.allclose(d(x), y, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_build_discriminators_maps_and_losses():
     tasks, scales = ("semseg", "depth"), (0, 1)
     ch = map_channels(tasks, num_classes=8)

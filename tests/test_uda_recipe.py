@@ -74,6 +74,7 @@ def _alignment(**kw):
     return al
 
 
+@pytest.mark.slow
 def test_adversarial_loss_is_weight_times_mean_over_pairs_with_source_depth_range():
     outputs = _outputs()
     label = torch.rand(2, 1, 64, 64) * 40 + 2.0
@@ -105,6 +106,7 @@ def test_adversarial_loss_is_weight_times_mean_over_pairs_with_source_depth_rang
         AdversarialAlignment(("depth",), (0,), None, reduction="median")
 
 
+@pytest.mark.slow
 def test_discriminator_flips_its_input_half_of_the_time_in_training():
     torch.manual_seed(0)
     disc = PatchDiscriminator(3, spectral=False, flip=True).train()
@@ -170,6 +172,7 @@ def domains(tmp_path_factory):
     return src, tgt
 
 
+@pytest.mark.slow
 def test_released_recipe_trains_and_evaluates_median_scaled(domains, tmp_path):
     src, tgt = domains
     cfg = tiny_config(src, tmp_path, **{

@@ -33,6 +33,7 @@ def _params(module):
     return {n: p.detach().clone() for n, p in module.named_parameters()}
 
 
+@pytest.mark.slow
 def test_gradient_isolation(domains, tmp_path):
     tr = Trainer(config_from_dict(uda_config(domains, tmp_path)), run_dir=tmp_path / "run")
     adversarial = tr.objective("adversarial")
@@ -67,6 +68,7 @@ def test_gradient_isolation(domains, tmp_path):
     assert any(not torch.equal(after[k], v) for k, v in _params(critic).items())
 
 
+@pytest.mark.slow
 def test_uda_run_resumes_exactly_and_evaluates_on_the_target(domains, tmp_path, capsys):
     ref = Trainer(config_from_dict(uda_config(domains, tmp_path / "ref")))
     ref.train()
@@ -160,6 +162,7 @@ if int(os.environ.get("RANK", "0")) == 0:
 """
 
 
+@pytest.mark.slow
 def test_uda_two_processes_equal_one_process(domains, tmp_path):
     """DDP: model and discriminators (own DDP wrapper) reduce their gradients across processes."""
     import yaml
