@@ -156,7 +156,7 @@ def note(spec, gs, setting: str, ts: str) -> str:
     start = "from one shared encoder pretrained on other scenes" if setting == "pretrained" else "from scratch"
     return (f"Δ {task_set_label(ts)} vs STL after {spec.iterations() * spec.batch_size()} images, every method {start}, "
             f"same data order: {ranked}. One seed at a small budget: an illustration, not evidence; "
-            f"docs/results.md has the multi-seed study with intervals.")
+            f"docs/results.md has the multi-seed study.")
 
 
 def qualitative_figure(spec, path: Path) -> Path:
