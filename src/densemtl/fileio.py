@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import re
 import warnings
 from pathlib import Path
@@ -26,6 +27,15 @@ HINTS = {
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
 PICKLE_PROTO = 0x80  # the first byte of a pickle (protocol 2+), e.g. torch.save's legacy format
+
+
+def sha256_file(path) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB chunks (provenance of converted checkpoints)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def os_error_message(e: OSError) -> str:

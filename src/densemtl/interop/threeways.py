@@ -35,7 +35,6 @@ DenseMTL code does; see docs/selfsup.md).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Callable, Mapping
@@ -44,7 +43,7 @@ import torch
 
 from ..config import config_from_dict
 from ..engine.checkpoint import save_checkpoint
-from ..fileio import UnreadableFile, torch_load
+from ..fileio import UnreadableFile, sha256_file, torch_load
 from ..models import create_model
 from ..selfsup import PoseNet
 from ..tasks import task_set_name
@@ -57,14 +56,6 @@ FORMAT_NAME = "Hoyer et al. self-supervised depth model (Monodepth2-style state 
 METADATA = {"height", "width", "use_stereo"}  # non-tensor entries Monodepth2 writes into encoder.pth
 POSE_LAYERS = {"net.0": "squeeze", "net.1": "decoder.1", "net.2": "decoder.3", "net.3": "decoder.5"}
 POSE_OUT = 6  # axis-angle + translation of one frame
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_threeways(folder) -> dict[str, dict[str, torch.Tensor]]:
@@ -221,7 +212,7 @@ def convert_threeways_folder(folder, out, *, dataset: str | None = None, log: Ca
         "model": {k: v.clone() for k, v in state.items()},
         "posenet": {k: v.clone() for k, v in pstate.items()},
         "converted_from": {"format": FORMAT_NAME, "folder": folder.name,
-                           "sha256": {f: _sha256(folder / f) for f in FILES}, **info},
+                           "sha256": {f: sha256_file(folder / f) for f in FILES}, **info},
     }
     if dataset:
         ckpt["config"] = {"tasks": task_set_name(mc["tasks"]), "data": {"dataset": dataset},

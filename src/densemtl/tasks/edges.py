@@ -55,6 +55,16 @@ def edges_from_labels(semseg: np.ndarray | None = None, depth: np.ndarray | None
     return edges.astype(np.uint8)
 
 
+
+def _edge_pair(meter, prob: torch.Tensor, label: torch.Tensor):
+    """An edge meter's inputs as (B, H, W), checked (same shape, finite), and the valid mask."""
+    prob = prob.reshape(prob.shape[0], *prob.shape[-2:])
+    label = label.reshape(label.shape[0], *label.shape[-2:])
+    if prob.shape != label.shape:
+        raise ValueError(f"edges: prediction {tuple(prob.shape)} and label {tuple(label.shape)} differ in shape")
+    meter._check(prediction=prob, label=label.float())
+    return prob, label, label != meter.ignore_index
+
 class EdgeMeter(Meter):
     """``update(prob (B, 1|-, H, W) edge probability, label (B, 1|-, H, W) {0, 1}, 255 = ignore)``.
 
@@ -86,12 +96,7 @@ class EdgeMeter(Meter):
         }
 
     def update(self, prob: torch.Tensor, label: torch.Tensor) -> None:
-        prob = prob.reshape(prob.shape[0], *prob.shape[-2:])
-        label = label.reshape(label.shape[0], *label.shape[-2:])
-        if prob.shape != label.shape:
-            raise ValueError(f"edges: prediction {tuple(prob.shape)} and label {tuple(label.shape)} differ in shape")
-        self._check(prediction=prob, label=label.float())
-        valid = label != self.ignore_index
+        prob, label, valid = _edge_pair(self, prob, label)
         gt = (label == 1) & valid
         pos = (prob >= 0.5) & valid
         s = self.state
@@ -216,12 +221,7 @@ class ReleaseEdgeMeter(Meter):
         return {"confusion": torch.zeros(2, 2, dtype=torch.int64)}
 
     def update(self, prob: torch.Tensor, label: torch.Tensor) -> None:
-        prob = prob.reshape(prob.shape[0], *prob.shape[-2:])
-        label = label.reshape(label.shape[0], *label.shape[-2:])
-        if prob.shape != label.shape:
-            raise ValueError(f"edges: prediction {tuple(prob.shape)} and label {tuple(label.shape)} differ in shape")
-        self._check(prediction=prob, label=label.float())
-        valid = label != self.ignore_index
+        prob, label, valid = _edge_pair(self, prob, label)
         gt = (label[valid] == 1).long()
         pred = (prob[valid] > 0.5).long()
         self.state["confusion"] += torch.bincount((gt * 2 + pred).cpu(), minlength=4).view(2, 2)

@@ -3,12 +3,12 @@ read, infer, optionally detect the source order, convert, record the origin, wri
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Callable
 
 from ...config import config_from_dict
 from ...engine.checkpoint import save_checkpoint
+from ...fileio import sha256_file
 from ...tasks import task_set_name
 from .convert import from_official
 from .detect import detect_order, load_detection_batches
@@ -17,14 +17,6 @@ from .layout import infer_layout, layout_summary
 from .reader import read_official
 
 FORMAT_NAME = "astra-vision/DenseMTL state dict"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def convert_official_file(path, out, *, tasks=None, num_classes: int | None = None, source_order=None,
@@ -65,7 +57,7 @@ def convert_official_file(path, out, *, tasks=None, num_classes: int | None = No
         "model": {k: v if v.untyped_storage().nbytes() == v.numel() * v.element_size() else v.clone()
                   for k, v in state.items()},
         "converted_from": {
-            "format": FORMAT_NAME, "file": path.name, "sha256": _sha256(path), **info,
+            "format": FORMAT_NAME, "file": path.name, "sha256": sha256_file(path), **info,
             "source_order_origin": origin, "num_tensors": len(sd),
         },
     }
