@@ -16,7 +16,7 @@ TINY = ["--iterations", "2", "--num-images", "16", "--pretrain-iterations", "2",
 @pytest.mark.slow
 def test_demo_trains_every_method_from_one_encoder_and_reports(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--methods", "stl,mtl,densemtl", *TINY]) == 0
+    assert main(["demo", "--out", str(out), *TINY]) == 0  # the default methods: stl, mtl, densemtl
     printed = capsys.readouterr().out
     rows = results.read_rows(out / "demo.csv")
     assert sorted((r["method"], r["tasks"]) for r in rows) == [("densemtl", "SD"), ("mtl", "SD"), ("stl", "D"), ("stl", "S")]

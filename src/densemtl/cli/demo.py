@@ -15,6 +15,9 @@ from .args import out_dir
 # name: (model, options, label); the supervised demo's methods, in table order
 DEMO_METHODS = {"stl": ("stl", {}, "STL"), "mtl": ("mtl", {}, "MTL"), "padnet3ways": ("padnet3ways", {}, "3-ways PAD-Net"),
                 "densemtl": ("densemtl", {"mteb_scales": [1]}, "DenseMTL")}
+# what `make demo` runs: measured on 2 cores, 3-ways PAD-Net's 250 steps alone took 432 s of the
+# 24 minutes the five-method demo needed (README)
+DEFAULT_METHODS = ("stl", "mtl", "densemtl")
 # --uda: procedural source (default style) -> target (shifted style), task set S-D (Table 6 rows)
 UDA_METHODS = (("stl_uda_semseg", "stl", "S", True), ("stl_uda_depth", "stl", "D", True),
                ("mtl_source", "mtl", "SD", False), ("mtl_uda", "mtl", "SD", True),
@@ -25,7 +28,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="small end-to-end comparison on the bundled procedural dataset")
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default outputs/demo, or outputs/demo_uda with --uda)")
     p.add_argument("--iterations", type=int, default=None,
-                   help="training steps per method (default 250; --uda: 120)")
+                   help="training steps per method (default 150; --uda: 120)")
     p.add_argument("--num-images", type=int, default=None,
                    help="procedural scenes to train and evaluate on, 80 %% train (default 1000; --uda: 600)")
     p.add_argument("--size", default="80x64", help="WxH (default 80x64)")
@@ -33,9 +36,11 @@ def add_parser(sub) -> None:
     p.add_argument("--backbone", default="resnet18")
     p.add_argument("--seed", type=int, default=0, help="training seed (initialisation and data order) and data generator seed")
     p.add_argument("--tasks", default="SD", help="task set of the multi-task methods (default SD)")
-    p.add_argument("--methods", default=",".join(DEMO_METHODS),
-                   help=f"comma-separated, from {', '.join(DEMO_METHODS)} (stl is the reference of Delta and always runs)")
-    p.add_argument("--pretrain-iterations", type=int, default=300,
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma-separated, from {', '.join(DEMO_METHODS)} (default {','.join(DEFAULT_METHODS)}: 3-ways PAD-Net "
+                        f"costs as much as DenseMTL and does not fit the 15 minutes; stl is the reference of Delta and "
+                        f"always runs)")
+    p.add_argument("--pretrain-iterations", type=int, default=200,
                    help="steps of the shared encoder's pretraining (an MTL S-D-N model on other scenes; cached in --out)")
     p.add_argument("--scratch", action="store_true", help="no shared pretrained encoder: every method from random weights")
     p.add_argument("--reuse", action="store_true", help="reuse finished runs in --out instead of retraining")
@@ -82,7 +87,7 @@ def demo_spec(args, out: Path):
     from ..study.spec import StudySpec
 
     w, h = (int(v) for v in args.size.lower().split("x"))
-    n, p = int(args.iterations or 250), int(args.pretrain_iterations)
+    n, p = int(args.iterations or 150), int(args.pretrain_iterations)
     names = [m.strip() for m in str(args.methods).split(",") if m.strip()]
     unknown = [m for m in names if m not in DEMO_METHODS]
     if unknown:
@@ -159,44 +164,26 @@ def note(spec, gs, setting: str, ts: str) -> str:
             f"docs/results.md has the multi-seed study.")
 
 
-def qualitative_figure(spec, path: Path) -> Path:
-    """Input, ground truth and each multi-task method's predictions for three validation images."""
-    import torch
-
+def qualitative_figure(spec, path: Path, images: int = 3) -> Path:
+    """The paper's Figure 4 grid (``densemtl figure``, docs/figures.md) of the demo's runs: input,
+    ground truth and every method's prediction of each task for ``images`` validation scenes."""
     from ..data import create_dataset
-    from ..engine import load_checkpoint
-    from ..models import model_from_config
+    from ..engine import load_checkpoint, model_from_checkpoint
     from ..study.runner import data_root, run_dir
     from ..study.spec import Run
-    from ..tasks import get_task, parse_task_set
-    from ..viz import save_grid
+    from ..tasks import parse_task_set
+    from ..viz import qualitative_figure as draw, spread_indices
 
     setting, ts, seed = spec.settings[0], spec.task_sets[0], spec.seeds[0]
-    tasks = parse_task_set(ts)
-    val = create_dataset("procedural", data_root(spec, spec.data["generator_seed"], spec.data["num_images"]), "val", tasks,
-                         size=tuple(spec.data["size"]))
-    models = {}
-    for name, m in spec.methods.items():
-        if spec.is_single_task(name):
-            continue
-        ck = load_checkpoint(run_dir(spec, Run(setting, name, ts, seed)) / "checkpoints" / "last.pt")
-        model = model_from_config(ck["model_config"])
-        model.load_state_dict(ck["model"])
-        models[m["label"]] = model.eval()
-    rows, titles = [], []
-    nc = val.num_classes
-    for i in (0, 1, 2):
-        s = val[i]
-        x = s["image"][None]
-        img = (s["image"].permute(1, 2, 0).numpy() * 255).astype("uint8")
-        rows.append([img, *(get_task(t).render(s["labels"][t], num_classes=nc) for t in tasks)])
-        titles.append(f"{s['id']} GT")
-        for label, model in models.items():
-            with torch.no_grad():
-                o = model(x)
-            rows.append([img, *(get_task(t).render(get_task(t).decode(o[t][0])[0], num_classes=nc) for t in tasks)])
-            titles.append(label)
-    return save_grid(rows, path, row_titles=titles, col_titles=["input", *tasks])
+    val = create_dataset("procedural", data_root(spec, spec.data["generator_seed"], spec.data["num_images"]), "val",
+                         parse_task_set(ts), size=tuple(spec.data["size"]))
+    models = []
+    for name, m in spec.methods.items():  # STL: one run per task of the set, one column per task
+        for tasks in ([t for t in ts] if spec.is_single_task(name) else [ts]):
+            ck = load_checkpoint(run_dir(spec, Run(setting, name, tasks, seed)) / "checkpoints" / "last.pt")
+            models.append((m["label"], model_from_checkpoint(ck)))
+    draw(models, val, spread_indices(len(val), images), path)
+    return path
 
 
 def run_uda(args) -> int:
