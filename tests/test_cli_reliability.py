@@ -323,6 +323,28 @@ def test_a_swallowed_sigterm_stops_training_at_the_next_step():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_a_swallowed_ctrl_c_stops_training_at_the_next_step():
+    """The same for SIGINT: Python's own Ctrl-C handler raised a KeyboardInterrupt that, once
+    swallowed, was lost and training went on (784 more steps once on a loaded machine)."""
+    from densemtl.engine.signals import TerminationHook, exit_code
+
+    before = signal.getsignal(signal.SIGINT)
+    hook = TerminationHook()
+    hook.before_train(None)
+    try:
+        try:  # the interrupt, swallowed where the signal arrived
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        with pytest.raises(KeyboardInterrupt) as e:
+            hook.after_step(None, {})
+        assert exit_code(e.value) == 130
+    finally:
+        hook.after_train(None)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 @pytest.mark.slow
 def test_stale_temporary_checkpoint_is_removed_on_resume(synth_root, tmp_path, capsys):
     Trainer(config_from_dict(tiny_config(synth_root, tmp_path, **SMALL))).train()

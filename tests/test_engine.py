@@ -136,7 +136,7 @@ def test_ctrl_c_saves_a_checkpoint(synth_root, tmp_path):
     while time.time() < deadline and not (log.is_file() and len(_losses(log.parent)) >= 2):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=600)  # a loaded 2-core machine needed > 120 s once
     assert proc.returncode == 130, out
     assert "interrupted at iteration" in out and "--resume" in out
     assert load_checkpoint(tmp_path / "t/r/checkpoints/last.pt")["iteration"] >= 2
