@@ -48,6 +48,22 @@ def test_plan_single_task_methods_once_per_task_and_seed_major(tmp_path):
     assert StudySpec(spec_dict(tmp_path, csv=str(tmp_path / "elsewhere.csv"))).config_hash(Run("scratch", "mtl", "SD", 0)) == a
 
 
+def test_pretrain_hash_follows_the_encoders_effective_recipe(tmp_path):
+    base = spec_dict(tmp_path, settings=["pretrained"])
+    h = StudySpec(base).pretrain_hash()
+    # a study that only trains its methods longer (keys pretrain.run overrides) shares the encoder
+    longer = {**base["run"], "schedule": {"iterations": 40, "milestones": [32]}}
+    assert StudySpec(spec_dict(tmp_path, settings=["pretrained"], run=longer, name="other")).pretrain_hash() == h
+    # anything the pretraining does see gives another encoder
+    lr = {**base["run"], "optim": {"lr_decoder": 1e-4}}
+    assert StudySpec(spec_dict(tmp_path, settings=["pretrained"], run=lr)).pretrain_hash() != h
+    styled = {**base["data"], "style": "shifted"}
+    assert StudySpec(spec_dict(tmp_path, settings=["pretrained"], data=styled)).pretrain_hash() != h
+    assert StudySpec(spec_dict(tmp_path, settings=["pretrained"], pretrain={**base["pretrain"], "seed": 5})).pretrain_hash() != h
+    # the scenes of the study's own data are not the encoder's
+    assert StudySpec(spec_dict(tmp_path, settings=["pretrained"], data={**base["data"], "num_images": 30})).pretrain_hash() == h
+
+
 def test_run_config_pretrained_setting_starts_from_the_encoder(tmp_path):
     spec = StudySpec(spec_dict(tmp_path, settings=["pretrained"]))
     cfg = spec.run_config(Run("pretrained", "mtl", "SD", 3), tmp_path / "data", tmp_path / "out", tmp_path / "enc.pt")

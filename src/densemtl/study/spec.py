@@ -220,7 +220,14 @@ class StudySpec:
         return _merge(_merge(self.run, p["run"]), own)
 
     def pretrain_hash(self) -> str:
-        return _hash({"data_size": self.data["size"], "pretrain": self.pretrain, "run": self.run})
+        """Hash of what decides the shared encoder: its scenes (the ``data`` keys other than the
+        generator seed and count, which ``pretrain`` sets), the pretraining keys and the run config
+        it is trained with (the common ``run`` merged with ``pretrain.run``). Two studies whose
+        pretraining is the same share it, whatever else their ``run`` sections change."""
+        p = self.pretrain
+        scenes = {k: v for k, v in self.data.items() if k not in ("generator_seed", "num_images")}
+        return _hash({"data": scenes, "pretrain": {k: v for k, v in p.items() if k != "run"},
+                      "run": _merge(self.run, p["run"])})
 
     @property
     def curves_dir(self) -> Path:
