@@ -391,3 +391,20 @@ def test_cli_restricts_the_plan_without_changing_the_rows(tmp_path, capsys):
     assert main(["study", str(path), "--dry-run", "--task-sets", "SD,XY"]) == 2
     err = capsys.readouterr().err
     assert "--task-sets: 'XY' is not in the study's task_sets" in err and "Traceback" not in err
+
+
+# --- the repository's study descriptions ---------------------------------------------------
+def test_the_repositorys_study_configs_load_and_the_budget_probe_shares_the_encoder():
+    from pathlib import Path
+
+    from densemtl.study.spec import load_study
+
+    root = Path(__file__).resolve().parents[1] / "configs" / "study"
+    specs = {p.stem: load_study(p) for p in sorted(root.glob("*.yaml"))}
+    assert {"procedural_r18", "procedural_r18_budget"} <= set(specs)
+    assert all(s.plan() for s in specs.values())
+    study, probe = specs["procedural_r18"], specs["procedural_r18_budget"]
+    # the probe trains the same methods longer from the very same shared encoder and data
+    assert probe.pretrain_hash() == study.pretrain_hash() and probe.work_dir == study.work_dir
+    assert probe.data == study.data and set(probe.methods) == set(study.methods)
+    assert probe.iterations() == 4 * study.iterations()
