@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="small end-to-end comparison on the bundled procedural dataset")
     p.add_argument("--out", default=None, type=out_dir, help="output folder (default outputs/demo, or outputs/demo_uda with --uda)")
     p.add_argument("--iterations", type=int, default=None,
-                   help="training steps per method (default 120)")
+                   help="training steps per method (default 150; --uda: 120)")
     p.add_argument("--num-images", type=int, default=None,
                    help="procedural scenes to train and evaluate on, 80 %% train (default 1000; --uda: 600)")
     p.add_argument("--size", default="80x64", help="WxH (default 80x64)")
@@ -87,7 +87,7 @@ def demo_spec(args, out: Path):
     from ..study.spec import StudySpec
 
     w, h = (int(v) for v in args.size.lower().split("x"))
-    n, p = int(args.iterations or 120), int(args.pretrain_iterations)
+    n, p = int(args.iterations or 150), int(args.pretrain_iterations)
     names = [m.strip() for m in str(args.methods).split(",") if m.strip()]
     unknown = [m for m in names if m not in DEMO_METHODS]
     if unknown:
