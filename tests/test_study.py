@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from densemtl.config import ConfigError
 from densemtl.study import analysis, report, results, runner
-from densemtl.study.spec import Run, StudySpec
+from densemtl.study.spec import Run, StudySpec, load_study
 
 T975 = {2: 4.302652729749464, 1: 12.706204736174698}  # Student t 0.975 quantiles (tables), df -> value
 
@@ -395,10 +396,6 @@ def test_cli_restricts_the_plan_without_changing_the_rows(tmp_path, capsys):
 
 # --- the repository's study descriptions ---------------------------------------------------
 def test_the_repositorys_study_configs_load_and_the_budget_probe_shares_the_encoder():
-    from pathlib import Path
-
-    from densemtl.study.spec import load_study
-
     root = Path(__file__).resolve().parents[1] / "configs" / "study"
     specs = {p.stem: load_study(p) for p in sorted(root.glob("*.yaml"))}
     assert {"procedural_r18", "procedural_r18_budget"} <= set(specs)

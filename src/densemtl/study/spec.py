@@ -217,7 +217,11 @@ class StudySpec:
         own = {"experiment": self.name, "run_name": "pretrain", "output_dir": str(out_dir), "seed": p["seed"],
                "tasks": p["tasks"], "model": {"name": p["model"]},
                "data": {"dataset": "procedural", "root": str(data_root), "size": [h, w]}}
-        return _merge(_merge(self.run, p["run"]), own)
+        return _merge(self.pretrain_run(), own)
+
+    def pretrain_run(self) -> dict:
+        """The run config the shared encoder is trained with: the common ``run`` merged with ``pretrain.run``."""
+        return _merge(self.run, self.pretrain["run"])
 
     def pretrain_hash(self) -> str:
         """Hash of what decides the shared encoder: its scenes (the ``data`` keys other than the
@@ -227,7 +231,7 @@ class StudySpec:
         p = self.pretrain
         scenes = {k: v for k, v in self.data.items() if k not in ("generator_seed", "num_images")}
         return _hash({"data": scenes, "pretrain": {k: v for k, v in p.items() if k != "run"},
-                      "run": _merge(self.run, p["run"])})
+                      "run": self.pretrain_run()})
 
     @property
     def curves_dir(self) -> Path:
