@@ -395,13 +395,23 @@ def test_cli_restricts_the_plan_without_changing_the_rows(tmp_path, capsys):
 
 
 # --- the repository's study descriptions ---------------------------------------------------
-def test_the_repositorys_study_configs_load_and_the_budget_probe_shares_the_encoder():
+def test_the_repositorys_study_configs_load_and_share_the_encoder_and_the_probes_runs():
     root = Path(__file__).resolve().parents[1] / "configs" / "study"
     specs = {p.stem: load_study(p) for p in sorted(root.glob("*.yaml"))}
-    assert {"procedural_r18", "procedural_r18_budget"} <= set(specs)
+    assert {"procedural_r18", "procedural_r18_budget", "procedural_r18_short"} <= set(specs)
     assert all(s.plan() for s in specs.values())
-    study, probe = specs["procedural_r18"], specs["procedural_r18_budget"]
-    # the probe trains the same methods longer from the very same shared encoder and data
-    assert probe.pretrain_hash() == study.pretrain_hash() and probe.work_dir == study.work_dir
-    assert probe.data == study.data and set(probe.methods) == set(study.methods)
-    assert probe.iterations() == 4 * study.iterations()
+    study, probe, short = specs["procedural_r18"], specs["procedural_r18_budget"], specs["procedural_r18_short"]
+    # all three train from the very same shared encoder and data
+    for other in (probe, short):
+        assert other.pretrain_hash() == study.pretrain_hash() and other.work_dir == study.work_dir
+        assert other.data == study.data and other.methods == study.methods
+    # the probe's runs ARE the study's seed-0 pretrained S-D runs (recorded, not retrained)
+    hashes = {r.name: study.config_hash(r) for r in study.plan()}
+    assert {r.name: probe.config_hash(r) for r in probe.plan()}.items() <= hashes.items()
+    assert probe.iterations() == study.iterations() == 4 * short.iterations()
+    # the short study's 21 recorded rows keep their hashes: its plan is the study's pretrained
+    # S-D block at 600 steps
+    assert len(short.plan()) == 21 and {r.name for r in short.plan()} <= set(hashes)
+    rows = results.read_rows(short.csv if short.csv.is_absolute() else root.parents[1] / short.csv)
+    assert {(r["config_hash"], r["seed"], r["method"]) for r in rows} == {
+        (short.config_hash(r), r.seed, r.method) for r in short.plan()}
