@@ -126,6 +126,46 @@ def _read_normals(path):
     return n.transpose(2, 0, 1)
 
 
+def test_depth_meter_names_images_predicted_out_of_range_and_evaluation_warns():
+    """A blown-up depth map (whole image far outside the range) is clamped into the range, so
+    the metrics stay finite; diagnostics() and the evaluation loop must say so."""
+    from densemtl.engine.evaluate import evaluate_all
+    from densemtl.tasks.depth import depth_to_code
+
+    gt = torch.full((3, 1, 4, 4), 2.0)
+    gt[2, 0, 0, 0] = 0.0  # one invalid pixel: 15 valid in image 2
+    pred = torch.full((3, 1, 4, 4), 2.0)
+    pred[1] = 50.0  # every pixel of image 1 beyond max_depth
+    pred[2, 0, :2] = 50.0  # 7 of image 2's 15 valid pixels: less than half
+    meter = DepthMeter(1e-3, 10.0)
+    meter.update(pred[:2], gt[:2])
+    other = DepthMeter(1e-3, 10.0)
+    other.update(pred[2:], gt[2:])
+    meter.merge(other)
+    lines = meter.diagnostics()
+    assert len(lines) == 1 and "1 of 3 images has more than half" in lines[0]
+    assert "[0.001, 10] m" in lines[0] and "(23 pixels in all" in lines[0]
+    # the metrics themselves are the clamped ones (independent numpy computation)
+    p = np.clip(pred.numpy(), 1e-3, 10.0)
+    g = gt.numpy()
+    mse = [np.mean((p[b][g[b] > 0] - g[b][g[b] > 0]) ** 2) for b in range(3)]
+    assert math.isclose(meter.compute()["rmse"], math.sqrt(np.mean(mse)), rel_tol=1e-9)
+    clean = DepthMeter(1e-3, 10.0)
+    clean.update(pred[2:], gt[2:])
+    assert clean.diagnostics() == []
+
+    class Net(torch.nn.Module):  # outputs the code of `pred` for each image of the batch
+        eval_scale, supervised_scales = 0, (0,)
+
+        def forward(self, x):
+            return {"depth": {0: depth_to_code(pred[x[:, 0, 0, 0].long()])}}
+
+    batches = [{"image": torch.arange(3.0).view(3, 1, 1, 1).expand(3, 3, 4, 4), "labels": {"depth": gt}, "id": ["a", "b", "c"]}]
+    with pytest.warns(UserWarning, match=r"evaluation: depth: 1 of 3 images has more than half"):
+        out = evaluate_all(Net(), batches, ["depth"], {"min_depth": 1e-3, "max_depth": 10.0}, torch.device("cpu"))
+    assert math.isclose(out["standard"][0]["depth"]["rmse"], math.sqrt(np.mean(mse)), rel_tol=1e-6)
+
+
 def test_normal_metrics_match_numpy_on_real_nyuv2(shared_data):
     gt = _read_normals(shared_data / "nyuv2-real-samples/consolidated/normal/test/00433.png")
     rng = np.random.default_rng(1)

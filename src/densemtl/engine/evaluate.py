@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -111,5 +112,9 @@ def evaluate_all(model, loader, tasks, meter_options: dict, device: torch.device
             for t, m in by_task.items():
                 m.all_reduce()
                 results[p.name][s][t] = m.compute()
+    if is_main() and eval_scale in scales:  # what the metrics hide, for the run's protocol
+        for m in meters[protocols[0].name][eval_scale].values():
+            for line in m.diagnostics():
+                warnings.warn(f"evaluation: {line}", stacklevel=1)
     model.train(was_training)
     return results

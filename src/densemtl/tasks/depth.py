@@ -163,7 +163,8 @@ class DepthMeter(Meter):
     def _init_state(self):
         s = {k: torch.zeros((), dtype=torch.float64) for k in self._KEYS}
         s.update(pixels=torch.zeros((), dtype=torch.float64), image_mse=torch.zeros((), dtype=torch.float64),
-                 images=torch.zeros((), dtype=torch.float64))
+                 images=torch.zeros((), dtype=torch.float64), clamped=torch.zeros((), dtype=torch.float64),
+                 clamped_images=torch.zeros((), dtype=torch.float64))
         return s
 
     def update(self, pred: torch.Tensor, label: torch.Tensor) -> None:
@@ -178,6 +179,10 @@ class DepthMeter(Meter):
             for b in range(p.shape[0]):
                 if valid[b].any():
                     p[b] = p[b] * g[b][valid[b]].median() / p[b][valid[b]].median().clamp_min(1e-12)
+        outside = ((p < self.min_depth) | (p > self.max_depth)) & valid  # clamped below: counted for diagnostics()
+        n_out, n_valid = outside.double().sum(1), valid.double().sum(1)
+        self.state["clamped"] += n_out.sum().cpu()
+        self.state["clamped_images"] += ((n_valid > 0) & (n_out > 0.5 * n_valid)).double().sum().cpu()
         p = p.clamp(self.min_depth, self.max_depth)
         g = torch.where(valid, g, torch.ones_like(g))
         p = torch.where(valid, p, torch.ones_like(p))
@@ -212,6 +217,17 @@ class DepthMeter(Meter):
             "delta2": float(s["d2"]) / n * 100,
             "delta3": float(s["d3"]) / n * 100,
         }
+
+    def diagnostics(self) -> list[str]:
+        """Images whose prediction is mostly outside ``[min_depth, max_depth]``: the clamp keeps
+        the metrics finite, but such an image (a blown-up depth map) dominates the RMSE."""
+        s = self.state
+        bad = int(s["clamped_images"])
+        if not bad:
+            return []
+        return [f"depth: {bad} of {int(s['images'])} images {'has' if bad == 1 else 'have'} more than half of their valid pixels predicted "
+                f"outside [{self.min_depth:g}, {self.max_depth:g}] m ({int(s['clamped'])} pixels in all, clamped "
+                f"to that range): the depth metrics are dominated by them"]
 
 
 

@@ -34,6 +34,11 @@ class Meter:
     def compute(self) -> dict[str, float]:
         raise NotImplementedError
 
+    def diagnostics(self) -> list[str]:
+        """One line per problem the metrics hide (e.g. predictions clamped into range on
+        whole images); empty when there is none. Read after ``all_reduce``."""
+        return []
+
     def merge(self, other: "Meter") -> "Meter":
         for k, v in other.state.items():
             self.state[k] = self.state[k] + v.to(self.state[k].device)
