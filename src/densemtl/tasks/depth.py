@@ -179,17 +179,17 @@ class DepthMeter(Meter):
             for b in range(p.shape[0]):
                 if valid[b].any():
                     p[b] = p[b] * g[b][valid[b]].median() / p[b][valid[b]].median().clamp_min(1e-12)
+        v = valid.double()
+        n_img = v.sum(1)
+        has = n_img > 0
         outside = ((p < self.min_depth) | (p > self.max_depth)) & valid  # clamped below: counted for diagnostics()
-        n_out, n_valid = outside.double().sum(1), valid.double().sum(1)
+        n_out = outside.double().sum(1)
         self.state["clamped"] += n_out.sum().cpu()
-        self.state["clamped_images"] += ((n_valid > 0) & (n_out > 0.5 * n_valid)).double().sum().cpu()
+        self.state["clamped_images"] += (has & (n_out > 0.5 * n_img)).double().sum().cpu()
         p = p.clamp(self.min_depth, self.max_depth)
         g = torch.where(valid, g, torch.ones_like(g))
         p = torch.where(valid, p, torch.ones_like(p))
-        v = valid.double()
         sq = (p - g).square() * v
-        n_img = v.sum(1)
-        has = n_img > 0
         self.state["image_mse"] += (sq.sum(1)[has] / n_img[has]).sum().cpu()
         self.state["images"] += has.sum().cpu().double()
         ratio = torch.maximum(p / g, g / p)
