@@ -254,6 +254,20 @@ def test_levelled_compares_last_fifth_movement_with_seed_spread():
     climbing = {0: (xs, [0, 2, 4, 6, 8, 10.0])}
     assert analysis.levelled(climbing, final_spread=0.5)["levelled"] is False
     assert analysis.levelled(climbing, final_spread=None)["levelled"] is None
+    assert math.isnan(lev["after_step"])  # no rate step given
+
+
+def test_levelled_reports_the_move_after_a_rate_step_inside_the_last_fifth():
+    # the rate steps at 80 (the window's start): the jump 80 -> 90 is in the last-fifth move, the
+    # move after the step is 90 -> 100 only
+    xs = [0, 40, 80, 90, 100]
+    jump = {0: (xs, [0, 5, 6.0, 9.0, 9.2]), 1: (xs, [0, 4, 5.0, 8.0, 8.4])}
+    lev = analysis.levelled(jump, final_spread=0.5, last_step=80)
+    assert lev["movement"] == pytest.approx((9.2 + 8.4) / 2 - (6.0 + 5.0) / 2) and lev["levelled"] is False
+    assert lev["after_step"] == pytest.approx((9.2 + 8.4) / 2 - (9.0 + 8.0) / 2)
+    # a step before the window, or one with fewer than two evaluations after it: no such move
+    assert math.isnan(analysis.levelled(jump, final_spread=0.5, last_step=40)["after_step"])
+    assert math.isnan(analysis.levelled(jump, final_spread=0.5, last_step=90)["after_step"])
 
 
 def test_delta_curve_ends_at_the_rows_delta(tmp_path):
@@ -291,6 +305,37 @@ def test_report_tables_from_rows(tmp_path):
     hand = np.array([hand_delta(MT[("densemtl", "SD")][s], s) for s in (0, 1, 2)])
     assert f"| DenseMTL | 3 | " in body and f"{hand.mean():.2f} ± {hand.std(ddof=1):.2f}" in body
     assert g == pytest.approx(hand[0])
+
+
+def test_report_shows_the_move_after_the_rate_step_when_the_last_fifth_holds_it(tmp_path):
+    spec = stats_spec(tmp_path)  # milestone 3 x batch 2: the rate steps at 6 of 8 images
+    assert spec.last_rate_step() == 6
+    rows = stats_rows(spec)
+    scale = {4: (0.5, 2.0), 6: (0.6, 1.8), 7: (0.95, 1.05), 8: (1.0, 1.0)}  # images -> (mIoU, error) factors
+    curves = {}
+    for r in rows:
+        evals = []
+        for x, (up, down) in scale.items():
+            e = {"images": x}
+            for k in KEYS:
+                if r.get(k) is not None:
+                    e[k] = r[k] * (up if k == "semseg/mIoU" else down)
+            evals.append(e)
+        curves[results.row_key(r)] = {"evals": evals}
+    body = report.build_report(spec, rows, curves)
+    assert "move after the rate step" in body and "steps at 6 images" in body
+    line = next(l for l in body.splitlines() if l.startswith("| DenseMTL | 3 |"))  # the S-D table comes first
+    m = MT[("densemtl", "SD")]
+    hand = np.mean([hand_delta(m[s], s) - hand_delta((m[s][0] * 0.95, m[s][1] * 1.05), s) for s in (0, 1, 2)])
+    assert line.endswith(f"| {hand:.2f} |") and abs(hand) > 0.5
+    # without a rate step inside the last fifth the column is left out
+    later = StudySpec(spec_dict(tmp_path, seeds=[0, 1, 2], task_sets=["SD", "SDN"], methods={
+        "stl": {"model": "stl", "label": "STL"}, "mtl": {"model": "mtl", "label": "MTL"},
+        "padnet3ways": {"model": "padnet3ways", "label": "3-ways PAD-Net"},
+        "densemtl": {"model": "densemtl", "label": "DenseMTL", "options": {"mteb_scales": [1]}}},
+        compare=[["densemtl", "padnet3ways"], ["densemtl", "mtl"]],
+        run={**spec_dict(tmp_path)["run"], "schedule": {"iterations": 4, "milestones": [2]}}))
+    assert "move after the rate step" not in report.build_report(later, rows, curves)
 
 
 # --- resumability -------------------------------------------------------------------------------

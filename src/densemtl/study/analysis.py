@@ -246,22 +246,31 @@ def merge_single_task_curves(curves: list[dict]) -> dict:
     return {"evals": evals}
 
 
-def levelled(xs_by_seed: dict[int, tuple[list, list]], final_spread: float | None) -> dict:
+def levelled(xs_by_seed: dict[int, tuple[list, list]], final_spread: float | None,
+             last_step: float | None = None) -> dict:
     """Movement of the seed-mean curve over the last fifth of training (its value at the end
     minus its value at the last evaluation at or before 80 % of the images) against the seed
-    spread (standard deviation of the final values); ``levelled`` is None without a spread."""
+    spread (standard deviation of the final values); ``levelled`` is None without a spread.
+
+    ``last_step``: images seen at the schedule's last learning-rate step. When it falls inside
+    that window, the window also holds the step's jump, so ``after_step`` gives the movement
+    from the first evaluation after the step to the end (NaN when there is none, or no step
+    in the window); ``levelled`` stays the last-fifth comparison."""
+    nan = {"movement": math.nan, "spread": math.nan, "levelled": None, "after_step": math.nan}
     curves = [dict(zip(xs, ys)) for xs, ys in xs_by_seed.values() if xs]
     if not curves:
-        return {"movement": math.nan, "spread": math.nan, "levelled": None}
+        return nan
     common = sorted(set.intersection(*(set(c) for c in curves)))
     if len(common) < 2:
-        return {"movement": math.nan, "spread": math.nan, "levelled": None}
+        return nan
     mean = {x: float(np.mean([c[x] for c in curves])) for x in common}
     end = common[-1]
     start = max([x for x in common if x <= 0.8 * end] or common[:1])
     move = mean[end] - mean[start]
+    after = [x for x in common if last_step is not None and start <= last_step < x]
+    after_step = mean[end] - mean[after[0]] if len(after) >= 2 else math.nan
     spread = final_spread if final_spread is not None and math.isfinite(final_spread) else math.nan
-    return {"movement": move, "spread": spread, "from": start, "to": end,
+    return {"movement": move, "spread": spread, "from": start, "to": end, "after_step": after_step,
             "levelled": None if not math.isfinite(spread) else abs(move) < spread}
 
 

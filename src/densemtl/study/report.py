@@ -66,7 +66,10 @@ def build_report(spec: StudySpec, rows: list[dict], curves: dict, figures: list[
              f"Rows: {len(rows)} of {planned} planned runs finished (raw: `{spec.csv}`). Mean ± standard deviation over "
              f"seeds; intervals: two-sided 95 % Student t over seeds. Δ: mean relative change of the headline metrics against "
              f"the {spec.methods[spec.reference]['label']} rows of the same seed (docs/metrics.md). Levelled off: the "
-             f"seed-mean Δ curve moves less over the last fifth of training than the seed standard deviation of the final Δ.",
+             f"seed-mean Δ curve moves less over the last fifth of training than the seed standard deviation of the final Δ"
+             + (f"; the learning rate steps at {spec.last_rate_step()} images: where that falls inside the last fifth's "
+                f"window, the window holds the step's jump too, and the move from the first evaluation after the step "
+                f"to the end is shown beside it" if spec.last_rate_step() else "") + ".",
              ""]
     for setting in spec.settings:
         for ts in spec.task_sets:
@@ -104,18 +107,26 @@ def main_table(spec: StudySpec, gs, deltas, setting: str, ts: str) -> list[str]:
     if not sel:
         return []
     tasks = parse_task_set(ts)
+    levs = {}
+    for g in sel:
+        spread = _reference_spread(g, tasks) if g.method == spec.reference else (g.delta.std if g.delta is not None else None)
+        levs[g.method] = levelled(deltas.get((setting, ts, g.method), {}), spread, spec.last_rate_step())
+    # the rate step inside the last fifth: its jump is part of that window's move, so the move
+    # after the step is shown beside it (the levelled-off verdict stays the last-fifth one)
+    step_col = any(math.isfinite(lev["after_step"]) for lev in levs.values())
     head = ["method", "seeds"] + [f"{get_task(t).name} {get_task(t).column} {'↑' if get_task(t).higher_is_better else '↓'}"
                                   for t in tasks] + ["Δ % ↑", "Δ 95 % CI", "last-fifth move / spread", "levelled off"]
+    head += ["move after the rate step"] if step_col else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in sel:
         ref = g.method == spec.reference
         cells = [g.label, str(len({r["seed"] for r in g.rows}))]
         cells += [_ms(g.metrics.get(f"{t}/{get_task(t).headline_metric}"), get_task(t).digits) for t in tasks]
         cells += ["0 (ref.)" if ref else _ms(g.delta, 2), "–" if ref else _ci(g.delta, 2, signed=True)]
-        spread = _reference_spread(g, tasks) if ref else (g.delta.std if g.delta is not None else None)
-        lev = levelled(deltas.get((setting, ts, g.method), {}), spread)
+        lev = levs[g.method]
         cells.append(f"{_num(lev['movement'], 2)} / {_num(lev['spread'], 2)}")
         cells.append({True: "yes", False: "**no**", None: "–"}[lev["levelled"]])
+        cells += [_num(lev["after_step"], 2)] if step_col else []
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

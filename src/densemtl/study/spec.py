@@ -196,6 +196,11 @@ class StudySpec:
     def iterations(self) -> int:
         return int(self.run.get("schedule", {}).get("iterations", 0)) or _default("schedule", "iterations")
 
+    def last_rate_step(self) -> int | None:
+        """Images seen at the schedule's last learning-rate step (None without milestones)."""
+        ms = self.run.get("schedule", {}).get("milestones") or []
+        return int(max(ms)) * self.batch_size() if ms else None
+
     def batch_size(self) -> int:
         return int(self.run.get("data", {}).get("batch_size", 0)) or _default("data", "batch_size")
 
