@@ -147,12 +147,12 @@ def test_unique_rows_keeps_the_first_of_a_key():
 
 
 # --- statistics ---------------------------------------------------------------------------------
-def stats_spec(tmp_path):
+def stats_spec(tmp_path, **over):
     return StudySpec(spec_dict(tmp_path, seeds=[0, 1, 2], task_sets=["SD", "SDN"], methods={
         "stl": {"model": "stl", "label": "STL"}, "mtl": {"model": "mtl", "label": "MTL"},
         "padnet3ways": {"model": "padnet3ways", "label": "3-ways PAD-Net"},
         "densemtl": {"model": "densemtl", "label": "DenseMTL", "options": {"mteb_scales": [1]}}},
-        compare=[["densemtl", "padnet3ways"], ["densemtl", "mtl"]]))
+        compare=[["densemtl", "padnet3ways"], ["densemtl", "mtl"]], **over))
 
 
 STL = {0: (50.0, 1.0, 20.0), 1: (52.0, 0.9, 21.0), 2: (48.0, 1.1, 19.0)}  # seed -> mIoU, RMSE, mErr
@@ -329,12 +329,7 @@ def test_report_shows_the_move_after_the_rate_step_when_the_last_fifth_holds_it(
     hand = np.mean([hand_delta(m[s], s) - hand_delta((m[s][0] * 0.95, m[s][1] * 1.05), s) for s in (0, 1, 2)])
     assert line.endswith(f"| {hand:.2f} |") and abs(hand) > 0.5
     # without a rate step inside the last fifth the column is left out
-    later = StudySpec(spec_dict(tmp_path, seeds=[0, 1, 2], task_sets=["SD", "SDN"], methods={
-        "stl": {"model": "stl", "label": "STL"}, "mtl": {"model": "mtl", "label": "MTL"},
-        "padnet3ways": {"model": "padnet3ways", "label": "3-ways PAD-Net"},
-        "densemtl": {"model": "densemtl", "label": "DenseMTL", "options": {"mteb_scales": [1]}}},
-        compare=[["densemtl", "padnet3ways"], ["densemtl", "mtl"]],
-        run={**spec_dict(tmp_path)["run"], "schedule": {"iterations": 4, "milestones": [2]}}))
+    later = stats_spec(tmp_path, run={**spec_dict(tmp_path)["run"], "schedule": {"iterations": 4, "milestones": [2]}})
     assert "move after the rate step" not in report.build_report(later, rows, curves)
 
 

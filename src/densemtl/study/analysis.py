@@ -267,7 +267,7 @@ def levelled(xs_by_seed: dict[int, tuple[list, list]], final_spread: float | Non
     end = common[-1]
     start = max([x for x in common if x <= 0.8 * end] or common[:1])
     move = mean[end] - mean[start]
-    after = [x for x in common if last_step is not None and start <= last_step < x]
+    after = [x for x in common if start <= last_step < x] if last_step is not None else []
     after_step = mean[end] - mean[after[0]] if len(after) >= 2 else math.nan
     spread = final_spread if final_spread is not None and math.isfinite(final_spread) else math.nan
     return {"movement": move, "spread": spread, "from": start, "to": end, "after_step": after_step,
