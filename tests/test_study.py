@@ -49,6 +49,34 @@ def test_plan_single_task_methods_once_per_task_and_seed_major(tmp_path):
     assert StudySpec(spec_dict(tmp_path, csv=str(tmp_path / "elsewhere.csv"))).config_hash(Run("scratch", "mtl", "SD", 0)) == a
 
 
+def test_study_runs_are_eager_fp32_whatever_the_machine(tmp_path, monkeypatch):
+    """A row must not depend on the CPU that trained it: on a CPU with native bf16 (where `auto`
+    picks bf16 autocast and channels-last) a study's runs and its shared encoder still train in
+    eager fp32, unless the study's run section names a precision, which then enters the hash."""
+    from densemtl.config import config_from_dict
+    from densemtl.engine import fastpath
+    import torch
+    monkeypatch.setattr(fastpath, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    cpu = torch.device("cpu")
+    spec = StudySpec(spec_dict(tmp_path, settings=["pretrained"]))
+    run = Run("pretrained", "mtl", "SD", 0)
+    for cfg in (spec.run_config(run, tmp_path / "d", tmp_path / "o", tmp_path / "enc.pt"),
+                spec.pretrain_config(tmp_path / "d", tmp_path / "o")):
+        fast = fastpath.resolve(config_from_dict(cfg), cpu)
+        assert (fast.amp, fast.channels_last, fast.compile, fast.fused) == (None, False, False, False)
+    # the same config outside a study takes the machine's fast path (so the pin above is what holds)
+    assert fastpath.resolve(config_from_dict({"train": {}}), cpu).amp == "bf16"
+    # naming the pinned values changes nothing, not even the hash; another precision is another study
+    h, ph = spec.config_hash(run), spec.pretrain_hash()
+    base = spec_dict(tmp_path)["run"]
+    pinned = {**base, "train": {**base["train"], "amp": None, "channels_last": False}, "optim": {"fused": False}}
+    same = StudySpec(spec_dict(tmp_path, settings=["pretrained"], run=pinned))
+    assert (same.config_hash(run), same.pretrain_hash()) == (h, ph)
+    bf16 = StudySpec(spec_dict(tmp_path, settings=["pretrained"], run={**base, "train": {**base["train"], "amp": "bf16"}}))
+    assert bf16.config_hash(run) != h and bf16.pretrain_hash() != ph
+    assert fastpath.resolve(config_from_dict(bf16.run_config(run, tmp_path / "d", tmp_path / "o", None)), cpu).amp == "bf16"
+
+
 def test_pretrain_hash_follows_the_encoders_effective_recipe(tmp_path):
     base = spec_dict(tmp_path, settings=["pretrained"])
     h = StudySpec(base).pretrain_hash()

@@ -25,6 +25,12 @@ Keys (checked when the file is read; an error names the file and key):
 The ``config_hash`` of a run is a hash of everything that decides its result except seed,
 setting name and task set (which are columns of their own): ``data``, ``run``, the method's
 definition and, in the ``pretrained`` setting, ``pretrain``. Paths are not part of it.
+
+Numerics are fixed: a run config's ``auto`` speed settings resolve from the hardware (bf16
+autocast and channels-last on a CPU with native bf16, fp32 elsewhere), which would make a row
+depend on the machine that trained it. Every run of a study (and its shared encoder) is
+therefore eager fp32 (``NUMERICS``) unless the ``run`` section names these keys itself; keys
+left at those values are not part of the hash, so naming them does not change it.
 """
 
 from __future__ import annotations
@@ -61,6 +67,9 @@ DEFAULTS = {
     "pretrain": {"generator_seed": 1, "num_images": 1000, "model": "mtl", "tasks": "SDN", "seed": 0, "run": {}},
     "seeds": [0, 1, 2], "settings": list(SETTINGS), "task_sets": ["SD", "SDN"], "reference": "stl", "compare": [],
 }
+# the numerics of every study run unless its run section says otherwise: eager fp32, whatever
+# the machine (`auto` would pick bf16 autocast on a CPU with native bf16)
+NUMERICS = {"train": {"amp": None, "channels_last": False, "compile": False}, "optim": {"fused": False}}
 # keys of the run section the study sets itself
 RESERVED = ("seed", "tasks", "run_name", "experiment", "output_dir", "data.dataset", "data.root", "data.size",
             "model.name", "model.options", "train.init_from", "train.init_parts")
@@ -68,6 +77,20 @@ RESERVED = ("seed", "tasks", "run_name", "experiment", "output_dir", "data.datas
 
 def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
+
+
+def _canonical(run: dict) -> dict:
+    """``run`` without the keys that equal their ``NUMERICS`` value (what the hash sees)."""
+    out = copy.deepcopy(run)
+    for section, keys in NUMERICS.items():
+        part = out.get(section)
+        if isinstance(part, dict):
+            for k, v in keys.items():
+                if k in part and part[k] == v:
+                    del part[k]
+            if not part:
+                del out[section]
+    return out
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -187,7 +210,7 @@ class StudySpec:
 
     def study_hash(self, setting: str) -> str:
         """What every run of ``setting`` shares: data, common run config (and the shared encoder)."""
-        return _hash({"data": self.data, "run": self.run, **({"pretrain": self.pretrain} if setting == "pretrained" else {})})
+        return _hash({"data": self.data, "run": _canonical(self.run), **({"pretrain": self.pretrain} if setting == "pretrained" else {})})
 
     def config_hash(self, run: Run) -> str:
         m = self.methods[run.method]
@@ -214,7 +237,7 @@ class StudySpec:
                "data": {"dataset": "procedural", "root": str(data_root), "size": [h, w]}}
         if run.setting == "pretrained":
             own["train"] = {"init_from": str(init_from), "init_parts": ["encoder"]}
-        return _merge(self.run, own)
+        return _merge(_merge(NUMERICS, self.run), own)
 
     def pretrain_config(self, data_root: Path, out_dir: Path) -> dict:
         p = self.pretrain
@@ -222,7 +245,7 @@ class StudySpec:
         own = {"experiment": self.name, "run_name": "pretrain", "output_dir": str(out_dir), "seed": p["seed"],
                "tasks": p["tasks"], "model": {"name": p["model"]},
                "data": {"dataset": "procedural", "root": str(data_root), "size": [h, w]}}
-        return _merge(self.pretrain_run(), own)
+        return _merge(_merge(NUMERICS, self.pretrain_run()), own)
 
     def pretrain_run(self) -> dict:
         """The run config the shared encoder is trained with: the common ``run`` merged with ``pretrain.run``."""
@@ -236,7 +259,7 @@ class StudySpec:
         p = self.pretrain
         scenes = {k: v for k, v in self.data.items() if k not in ("generator_seed", "num_images")}
         return _hash({"data": scenes, "pretrain": {k: v for k, v in p.items() if k != "run"},
-                      "run": self.pretrain_run()})
+                      "run": _canonical(self.pretrain_run())})
 
     @property
     def curves_dir(self) -> Path:
