@@ -2,10 +2,11 @@
 revisions, interleaved in one run (A B A B ...) so that a busy machine slows both alike.
 
     python benchmarks/compare_revisions.py --old 16c09cb [--new WORKTREE] [--rounds 4]
+    python benchmarks/compare_revisions.py --old HEAD --config bf16+cl --threads 2 --backbone resnet101 --size 224x288 --tasks SD
 
 The old revision is checked out into a temporary git worktree; each side runs its own
-``benchmarks/train_step.py`` (single-configuration mode ``--_one``: eager fp32, the same
-model, losses, clip and Adam) and the loader loop below, with its own ``src`` first on
+``benchmarks/train_step.py`` (single-configuration mode ``--_one``: ``--config``, by default
+eager fp32, the same model, losses, clip and Adam) and the loader loop below, with its own ``src`` first on
 ``PYTHONPATH``. Prints the best (minimum) of the rounds for each
 and the ratio new / old: below 1 is faster. The minimum is the number least disturbed by
 other processes; the spread of the rounds is printed too.
@@ -58,6 +59,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="SDN")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--config", default="fp32", help="train_step.py configuration of both sides (e.g. bf16+cl)")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--num-images", type=int, default=16, help="procedural scenes (576x448) the loader reads")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,8 +73,8 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", "import sys; from densemtl.data.synth import generate_dataset; "
                             f"generate_dataset(sys.argv[1], num={args.num_images}, size=(448, 576), seed=0, progress=False)",
                             str(data)], check=True, env={**os.environ, "PYTHONPATH": str(sides["new"])})
-            step = ["--_one", "--size", args.size, "--tasks", args.tasks, "--model", args.model, "--backbone", args.backbone,
-                    "--batch", str(args.batch), "--steps", str(args.steps), "--threads", "1"]
+            step = ["--_one", args.config, "--size", args.size, "--tasks", args.tasks, "--model", args.model, "--backbone", args.backbone,
+                    "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
             load = [sys.executable, "-c", LOADER, str(data), "SDNE", "2"]
             res = {s: {"step": [], "load": []} for s in sides}
             for r in range(args.rounds):
@@ -84,7 +87,7 @@ def main() -> None:
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
     o, n = res["old"], res["new"]
-    print(f"\n{args.model} {args.backbone} {args.tasks} {args.size} batch {args.batch}, fp32, 1 thread; loader 576x448 SDNE, "
+    print(f"\n{args.model} {args.backbone} {args.tasks} {args.size} batch {args.batch}, {args.config}, {args.threads} thread(s); loader 576x448 SDNE, "
           f"0 workers; best of {args.rounds} rounds (range)")
     print(f"train step  old {min(o['step']):.3f} s ({min(o['step']):.3f}-{max(o['step']):.3f})  "
           f"new {min(n['step']):.3f} s ({min(n['step']):.3f}-{max(n['step']):.3f})  new/old {min(n['step']) / min(o['step']):.3f}")

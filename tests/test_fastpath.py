@@ -323,3 +323,43 @@ def test_trainer_runs_the_resolved_fast_path(synth_root, tmp_path, monkeypatch):
     tr.train()
     assert seen == [tr.fast.amp]
     assert json.loads((tr.run_dir / "env.json").read_text())["fast_path"] == tr.fast.as_dict()
+
+
+# --- reflection padding (models/blocks.py): the decoders' pad, faster than PyTorch's CPU kernel ---
+@pytest.mark.parametrize("shape", [(2, 3, 2, 2), (1, 2, 5, 3), (2, 4, 7, 9)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_reflect_pad1_is_pytorchs_reflection_pad(shape, channels_last):
+    """Values exactly those of F.pad(mode="reflect") in every dtype, the input's memory format
+    kept, and the folded backward equal to the numerical gradient (float64 gradcheck)."""
+    import torch.nn.functional as F
+
+    from densemtl.models.blocks import reflect_pad1
+
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for dtype in (torch.float64, torch.float32, torch.bfloat16):
+        x = torch.randn(*shape).to(dtype).contiguous(memory_format=fmt)
+        y = reflect_pad1(x)
+        assert torch.equal(y, F.pad(x, (1, 1, 1, 1), mode="reflect"))
+        if channels_last and shape[1] > 1:
+            assert y.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    assert torch.autograd.gradcheck(reflect_pad1, (x,))
+    # and against PyTorch's own backward on a non-uniform upstream gradient
+    g = torch.randn(shape[0], shape[1], shape[2] + 2, shape[3] + 2, dtype=torch.float64)
+    (mine,) = torch.autograd.grad(reflect_pad1(x), x, g)
+    (ref,) = torch.autograd.grad(F.pad(x, (1, 1, 1, 1), mode="reflect"), x, g)
+    torch.testing.assert_close(mine, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_reflect_pad1_refuses_maps_it_cannot_reflect_and_traces_to_one_pad():
+    from densemtl.models.blocks import ConvBlock, reflect_pad1
+
+    with pytest.raises(ValueError, match=r"H, W >= 2, got \(1, 3, 1, 4\)"):
+        reflect_pad1(torch.zeros(1, 3, 1, 4))
+    block = ConvBlock(3, 4).eval()
+    x = torch.randn(1, 3, 6, 8)
+    traced = torch.jit.trace(block, x)  # what the ONNX exporter records: one reflection pad
+    graph = str(traced.inlined_graph)
+    assert "aten::pad" in graph and 'value="reflect"' in graph and "aten::copy_" not in graph
+    torch.testing.assert_close(traced(x), block(x), rtol=0, atol=0)

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
-from .blocks import ConvBlock
+from .blocks import ConvBlock, ReflectionPad1
 
 DECODER_WIDTHS = (64, 128, 128, 256, 256)
 HEAD_KINDS = ("conv1x1", "conv3x3")
@@ -24,7 +24,7 @@ class PaddedConv3x3(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.pad = nn.ReflectionPad2d(1)
+        self.pad = ReflectionPad1()
         self.conv = nn.Conv2d(in_channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
