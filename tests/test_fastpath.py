@@ -363,3 +363,24 @@ def test_reflect_pad1_refuses_maps_it_cannot_reflect_and_traces_to_one_pad():
     graph = str(traced.inlined_graph)
     assert "aten::pad" in graph and 'value="reflect"' in graph and "aten::copy_" not in graph
     torch.testing.assert_close(traced(x), block(x), rtol=0, atol=0)
+
+
+def test_cross_task_attention_stays_in_the_autocast_precision():
+    """Under bf16 autocast the alpha-weighted attention map stays bf16 (an fp32 alpha would
+    promote the full-size map, and the concatenation after it, to fp32) while alpha keeps its
+    fp32 parameter and gradient; in fp32 nothing changes."""
+    from densemtl.models.xtam import CorrelationAttention
+
+    torch.manual_seed(0)
+    corr = CorrelationAttention(8, 2, mode="both")
+    with torch.no_grad():
+        for a in corr.alpha.values():
+            a.fill_(0.5)
+    target, source = torch.randn(2, 8, 8, 12), torch.randn(2, 8, 8, 12)
+    with torch.autocast("cpu", torch.bfloat16):
+        outs = corr(target, source)
+    assert [o.dtype for o in outs] == [torch.bfloat16, torch.bfloat16]
+    sum(o.float().sum() for o in outs).backward()
+    for a in corr.alpha.values():
+        assert a.dtype == a.grad.dtype == torch.float32 and a.grad.abs().sum() > 0
+    assert all(o.dtype == torch.float32 for o in corr(target, source))

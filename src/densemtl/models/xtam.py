@@ -95,7 +95,9 @@ class CorrelationAttention(nn.Module):
                 o = o.squeeze(1).reshape(B, C, hk, wk)
             o = F.interpolate(o, size=(h, w), mode="nearest")
             if self.alpha is not None:
-                o = o * self.alpha[mode]
+                # in o's precision: an fp32 alpha would promote a bf16 map (autocast) to fp32, and
+                # the concatenation after it with it (docs/performance.md); fp32: no-op
+                o = o * self.alpha[mode].to(o.dtype)
             outs.append(o)
         return outs
 
