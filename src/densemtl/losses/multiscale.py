@@ -43,6 +43,9 @@ def task_losses(outputs: Mapping[str, Mapping[int, torch.Tensor]], labels: Mappi
         for s, p in preds.items():
             if check:
                 check_finite(name, **{f"prediction at scale {s}": p})
-            per_scale.append(task.loss(protocol.resize(p, size).float(), label))
+            # fp32 and contiguous in one copy: a bf16 channels-last prediction would otherwise be
+            # copied once to fp32 and again to the layout the loss kernels (nll_loss2d) need
+            p = protocol.resize(p, size).to(torch.float32, memory_format=torch.contiguous_format)
+            per_scale.append(task.loss(p, label))
         losses[name] = torch.stack(per_scale).mean()
     return losses
