@@ -48,6 +48,17 @@ def run(src: Path, cmd: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def one_flag(config: str) -> list[str]:
+    """``train_step.py``'s single-configuration flag in the form every revision accepts: a bare
+    ``--_one`` (eager fp32) or ``--_one --amp A [--channels-last]`` (older revisions had only
+    these), ``--_one CONFIG`` for the other levers (revisions that know them)."""
+    parts = set(config.split("+"))
+    if parts <= {"fp32", "bf16", "fp16", "cl"}:
+        amp = next((p for p in ("bf16", "fp16") if p in parts), None)
+        return ["--_one", *(["--amp", amp] if amp else []), *(["--channels-last"] if "cl" in parts else [])]
+    return ["--_one", config]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", required=True, help="git revision to compare against")
@@ -73,7 +84,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", "import sys; from densemtl.data.synth import generate_dataset; "
                             f"generate_dataset(sys.argv[1], num={args.num_images}, size=(448, 576), seed=0, progress=False)",
                             str(data)], check=True, env={**os.environ, "PYTHONPATH": str(sides["new"])})
-            step = ["--_one", args.config, "--size", args.size, "--tasks", args.tasks, "--model", args.model, "--backbone", args.backbone,
+            step = [*one_flag(args.config), "--size", args.size, "--tasks", args.tasks, "--model", args.model, "--backbone", args.backbone,
                     "--batch", str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads)]
             load = [sys.executable, "-c", LOADER, str(data), "SDNE", "2"]
             res = {s: {"step": [], "load": []} for s in sides}

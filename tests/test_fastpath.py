@@ -345,6 +345,8 @@ def test_reflect_pad1_is_pytorchs_reflection_pad(shape, channels_last):
             assert y.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
     assert torch.autograd.gradcheck(reflect_pad1, (x,))
+    # the backward is itself differentiable: GradNorm differentiates gradients through the decoders
+    assert torch.autograd.gradgradcheck(reflect_pad1, (x,))
     # and against PyTorch's own backward on a non-uniform upstream gradient
     g = torch.randn(shape[0], shape[1], shape[2] + 2, shape[3] + 2, dtype=torch.float64)
     (mine,) = torch.autograd.grad(reflect_pad1(x), x, g)

@@ -72,6 +72,10 @@ def test_study_runs_are_eager_fp32_whatever_the_machine(tmp_path, monkeypatch):
     pinned = {**base, "train": {**base["train"], "amp": None, "channels_last": False}, "optim": {"fused": False}}
     same = StudySpec(spec_dict(tmp_path, settings=["pretrained"], run=pinned))
     assert (same.config_hash(run), same.pretrain_hash()) == (h, ph)
+    enc = {**spec_dict(tmp_path)["pretrain"]}
+    enc["run"] = {**enc["run"], "train": {"amp": None, "compile": False}}
+    same_enc = StudySpec(spec_dict(tmp_path, settings=["pretrained"], pretrain=enc))
+    assert (same_enc.config_hash(run), same_enc.pretrain_hash()) == (h, ph)
     bf16 = StudySpec(spec_dict(tmp_path, settings=["pretrained"], run={**base, "train": {**base["train"], "amp": "bf16"}}))
     assert bf16.config_hash(run) != h and bf16.pretrain_hash() != ph
     assert fastpath.resolve(config_from_dict(bf16.run_config(run, tmp_path / "d", tmp_path / "o", None)), cpu).amp == "bf16"

@@ -34,8 +34,8 @@ class _ReflectPad1(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        # differentiable ops only: GradNorm differentiates gradients (create_graph=True)
         gx = g[:, :, 1:-1, 1:-1].clone(memory_format=ctx.fmt)
         gx[:, :, :, 1] += g[:, :, 1:-1, 0]
         gx[:, :, :, -2] += g[:, :, 1:-1, -1]
@@ -52,10 +52,10 @@ def reflect_pad1(x: torch.Tensor) -> torch.Tensor:
     """``F.pad(x, (1, 1, 1, 1), mode="reflect")`` for ``(B, C, H, W)`` with ``H, W >= 2``, faster
     in eager mode; traced, exported or compiled graphs get ``F.pad`` itself (one ``Pad`` node,
     one fused kernel)."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return F.pad(x, (1, 1, 1, 1), mode="reflect")
     if x.dim() != 4 or x.shape[-1] < 2 or x.shape[-2] < 2:
         raise ValueError(f"reflection padding by 1 needs a (B, C, H, W) tensor with H, W >= 2, got {tuple(x.shape)}")
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-        return F.pad(x, (1, 1, 1, 1), mode="reflect")
     return _ReflectPad1.apply(x)
 
 

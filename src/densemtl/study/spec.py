@@ -85,10 +85,10 @@ def _canonical(run: dict) -> dict:
     for section, keys in NUMERICS.items():
         part = out.get(section)
         if isinstance(part, dict):
-            for k, v in keys.items():
-                if k in part and part[k] == v:
-                    del part[k]
-            if not part:
+            pinned = [k for k, v in keys.items() if k in part and part[k] == v]
+            for k in pinned:
+                del part[k]
+            if pinned and not part:  # emptied here (a section written empty stays as written)
                 del out[section]
     return out
 
@@ -210,7 +210,8 @@ class StudySpec:
 
     def study_hash(self, setting: str) -> str:
         """What every run of ``setting`` shares: data, common run config (and the shared encoder)."""
-        return _hash({"data": self.data, "run": _canonical(self.run), **({"pretrain": self.pretrain} if setting == "pretrained" else {})})
+        pretrain = {**self.pretrain, "run": _canonical(self.pretrain["run"])}
+        return _hash({"data": self.data, "run": _canonical(self.run), **({"pretrain": pretrain} if setting == "pretrained" else {})})
 
     def config_hash(self, run: Run) -> str:
         m = self.methods[run.method]
