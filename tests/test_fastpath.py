@@ -52,6 +52,11 @@ def test_auto_follows_the_cpu_features(monkeypatch, flags, amp, cl):
     forced = fastpath.resolve(_train_cfg(amp="bf16", channels_last=True), torch.device("cpu"))
     assert (forced.amp, forced.channels_last) == ("bf16", True)
     assert fastpath.resolve(_train_cfg(amp="fp16"), torch.device("cpu")).channels_last
+    # the ISA level recorded with every run (env.json, the study's host column)
+    want = {frozenset({"avx2", "fma"}): "avx2", frozenset({"avx2", "avx512f", "avx512_bf16"}): "avx512_bf16",
+            frozenset({"avx2", "avx512f", "amx_bf16", "amx_tile"}): "amx_bf16",
+            frozenset({"avx2", "avx512f", "avx512bw"}): "avx512f"}
+    assert fastpath.cpu_isa() == want[frozenset(flags)]
 
 
 def test_cuda_auto_uses_native_bf16_only(monkeypatch):

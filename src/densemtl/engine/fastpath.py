@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
 import shutil
 import sys
 import warnings
@@ -105,6 +106,17 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+CPU_ISA_LEVELS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_isa() -> str:
+    """The widest of :data:`CPU_ISA_LEVELS` this CPU has (``"amx_bf16"``, ..., ``"avx2"``), else
+    the platform's machine name: what decides which oneDNN kernels run, hence the rounding of
+    an fp32 run (a result is reproducible to the digit only on the same level)."""
+    flags = cpu_flags()
+    return next((level for level in CPU_ISA_LEVELS if level in flags), None) or platform.machine() or "unknown"
 
 
 def native_bf16(device: torch.device) -> bool:

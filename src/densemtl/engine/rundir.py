@@ -16,6 +16,7 @@ import torch
 
 from ..config import save_config
 from .checkpoint import remove_stale_temporaries
+from .fastpath import cpu_isa
 
 
 def git_commit() -> str | None:
@@ -46,6 +47,7 @@ def environment(device: torch.device) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
+        "cpu_isa": cpu_isa(),
         "argv": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

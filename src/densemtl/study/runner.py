@@ -25,6 +25,7 @@ from ..config import config_from_dict
 from ..data.synth import generate_dataset
 from ..engine import HookBase, Trainer
 from ..engine.trainer import default_hooks
+from ..engine.fastpath import cpu_isa
 from ..engine.rundir import MetricsLog
 from ..tasks import parse_task_set
 from .results import append_row, read_rows, row_key, write_curve
@@ -129,7 +130,7 @@ def make_row(spec: StudySpec, run: Run, evals: list[dict], run_dir: Path) -> dic
            "backbone": spec.run.get("model", {}).get("backbone", "resnet101"), "size": f"{w}x{h}",
            "batch_size": spec.batch_size(), "iterations": final["iter"], "images_seen": final["iter"] * spec.batch_size(),
            "train_seconds": round(seconds, 1), "sec_per_iter": round(per_iter, 4),
-           "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "host": socket.gethostname(),
+           "finished": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "host": f"{socket.gethostname()} ({cpu_isa()})",
            "threads": torch.get_num_threads()}
     row.update({k: v for k, v in final.items() if "/" in k and k.split("/")[0] in tasks})
     return row
