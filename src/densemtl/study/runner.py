@@ -24,8 +24,8 @@ import torch
 from ..config import config_from_dict
 from ..data.synth import generate_dataset
 from ..engine import HookBase, Trainer
-from ..engine.trainer import default_hooks
 from ..engine.fastpath import cpu_isa
+from ..engine.trainer import default_hooks
 from ..engine.rundir import MetricsLog
 from ..tasks import parse_task_set
 from .results import append_row, read_rows, row_key, write_curve

@@ -93,6 +93,11 @@ def _canonical(run: dict) -> dict:
     return out
 
 
+def _pinned(run: dict) -> dict:
+    """``run`` over ``NUMERICS``: what a study run (or its shared encoder) is trained with."""
+    return _merge(NUMERICS, run)
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
@@ -238,7 +243,7 @@ class StudySpec:
                "data": {"dataset": "procedural", "root": str(data_root), "size": [h, w]}}
         if run.setting == "pretrained":
             own["train"] = {"init_from": str(init_from), "init_parts": ["encoder"]}
-        return _merge(_merge(NUMERICS, self.run), own)
+        return _merge(_pinned(self.run), own)
 
     def pretrain_config(self, data_root: Path, out_dir: Path) -> dict:
         p = self.pretrain
@@ -246,7 +251,7 @@ class StudySpec:
         own = {"experiment": self.name, "run_name": "pretrain", "output_dir": str(out_dir), "seed": p["seed"],
                "tasks": p["tasks"], "model": {"name": p["model"]},
                "data": {"dataset": "procedural", "root": str(data_root), "size": [h, w]}}
-        return _merge(_merge(NUMERICS, self.pretrain_run()), own)
+        return _merge(_pinned(self.pretrain_run()), own)
 
     def pretrain_run(self) -> dict:
         """The run config the shared encoder is trained with: the common ``run`` merged with ``pretrain.run``."""
