@@ -81,6 +81,16 @@ def test_study_runs_are_eager_fp32_whatever_the_machine(tmp_path, monkeypatch):
     assert fastpath.resolve(config_from_dict(bf16.run_config(run, tmp_path / "d", tmp_path / "o", None)), cpu).amp == "bf16"
 
 
+def test_a_bad_run_value_is_refused_when_the_study_is_read(tmp_path):
+    base = spec_dict(tmp_path, settings=["pretrained"])
+    bad = {**base["run"], "train": {**base["run"]["train"], "amp": "fp64"}}
+    with pytest.raises(ConfigError, match=r"^run in .*train\.amp.*fp64"):
+        StudySpec(spec_dict(tmp_path, run=bad))
+    enc = {**base["pretrain"], "run": {"schedule": {"gamma": -3}}}
+    with pytest.raises(ConfigError, match=r"^pretrain\.run in .*schedule\.gamma"):
+        StudySpec(spec_dict(tmp_path, settings=["pretrained"], pretrain=enc))
+
+
 def test_pretrain_hash_follows_the_encoders_effective_recipe(tmp_path):
     base = spec_dict(tmp_path, settings=["pretrained"])
     h = StudySpec(base).pretrain_hash()

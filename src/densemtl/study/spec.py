@@ -174,6 +174,21 @@ class StudySpec:
             raise ConfigError(f"run.{clash[0]} in {source}: set by the study itself (seed, tasks, method, data and init "
                               f"come from seeds, task_sets, methods, data and settings)")
         self.pretrain["run"] = self.pretrain["run"] or {}
+        self._check_run_values(source)
+
+    def _check_run_values(self, source) -> None:
+        """Every value of the run sections, checked now rather than after data and encoder."""
+        from ..config import config_from_dict
+
+        first = self.plan()[0]
+        cfgs = [("run", self.run_config(Run("scratch", first.method, first.tasks, first.seed), Path("."), Path("."), None))]
+        if "pretrained" in self.settings:
+            cfgs.append(("pretrain.run", self.pretrain_config(Path("."), Path("."))))
+        for section, cfg in cfgs:
+            try:
+                config_from_dict(cfg)
+            except ConfigError as e:
+                raise ConfigError(f"{section} in {source}: {e}") from None
 
     # --- validation helpers ---------------------------------------------------------------
     def _keys(self, d: dict, spec: dict, prefix: str) -> None:
