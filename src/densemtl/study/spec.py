@@ -42,7 +42,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError
+from ..config import ConfigError, config_from_dict
 from ..config.types import Check, Int, ListOf, Mapping, Number, Size, Text, check_value, show
 from ..data.synth import STYLES
 from ..models import list_models, model_options
@@ -178,8 +178,6 @@ class StudySpec:
 
     def _check_run_values(self, source) -> None:
         """Every value of the run sections, checked now rather than after data and encoder."""
-        from ..config import config_from_dict
-
         first = self.plan()[0]
         cfgs = [("run", self.run_config(Run("scratch", first.method, first.tasks, first.seed), Path("."), Path("."), None))]
         if "pretrained" in self.settings:
