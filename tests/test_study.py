@@ -431,6 +431,116 @@ def test_finished_run_without_row_is_recorded_without_training(tmp_path, monkeyp
     assert len(new) == 1 and new[0]["semseg/mIoU"] == row["semseg/mIoU"]
 
 
+def test_file_lock_refuses_or_waits_for_a_holder(tmp_path):
+    import threading
+
+    from densemtl.fileio import file_lock
+
+    lock = tmp_path / "sub" / "x.lock"
+    with file_lock(lock) as held:
+        assert held and lock.is_file()
+        with file_lock(lock, wait=False) as second:  # another open file: another holder
+            assert second is False
+        waited, order = [], []
+
+        def other():
+            with file_lock(lock, on_wait=lambda: waited.append(1)) as got:
+                order.append(("other", got))
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and waited == [1] and order == []  # blocked while we hold it
+        order.append(("me", True))
+    t.join(5)
+    assert order == [("me", True), ("other", True)]
+    with file_lock(lock, wait=False) as again:
+        assert again
+
+
+def _concurrency_probe(real, pause=0.3):
+    """Wrap ``real``: count calls and the most calls in progress at once."""
+    import threading
+    import time
+
+    state = {"calls": 0, "now": 0, "most": 0}
+    guard = threading.Lock()
+
+    def wrapped(*a, **k):
+        with guard:
+            state["calls"] += 1
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            time.sleep(pause)
+            return real(*a, **k)
+        finally:
+            with guard:
+                state["now"] -= 1
+
+    return wrapped, state
+
+
+def test_two_shards_starting_together_generate_the_data_once(tmp_path, monkeypatch):
+    import threading
+
+    spec = StudySpec(spec_dict(tmp_path))
+    gen, state = _concurrency_probe(runner.generate_dataset)
+    monkeypatch.setattr(runner, "generate_dataset", gen)
+    logs, roots = [], []
+    threads = [threading.Thread(target=lambda: roots.append(runner.ensure_dataset(spec, 0, 20, logs.append)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert state == {"calls": 1, "now": 0, "most": 1}  # without the lock both generate, at once
+    assert len(roots) == 2 and roots[0] == roots[1] and (roots[0] / "dataset.json").is_file()
+    assert any(line.startswith("[study] waiting for another process to generate") for line in logs)
+
+
+def test_two_shards_starting_together_pretrain_the_encoder_once(tmp_path, monkeypatch):
+    import threading
+
+    spec = StudySpec(spec_dict(tmp_path))
+    runner.ensure_dataset(spec, spec.pretrain["generator_seed"], spec.pretrain["num_images"])
+
+    def fake_train(cfg, run_dir, log=print):  # the real one's contract: a finished run returns at once
+        done = run_dir / "done"
+        if not done.is_file():
+            trained.append(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            done.write_text("1")
+
+    trained = []
+    probe, state = _concurrency_probe(fake_train)
+    monkeypatch.setattr(runner, "train", probe)
+    logs, ckpts = [], []
+    threads = [threading.Thread(target=lambda: ckpts.append(runner.ensure_pretrained(spec, logs.append))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(ckpts) == 2 and ckpts[0] == ckpts[1] and len(trained) == 1
+    assert state["most"] == 1  # never two trainings of the encoder's folder at once
+    assert any(line.startswith("[study] waiting for another process to pretrain") for line in logs)
+
+
+@pytest.mark.slow
+def test_a_run_another_process_is_training_is_skipped_then_trained(tmp_path, capsys):
+    from densemtl.fileio import file_lock
+
+    spec = StudySpec(spec_dict(tmp_path, methods={"stl": {"model": "stl"}}, task_sets=["S"]))
+    run = spec.plan()[0]
+    folder = runner.run_dir(spec, run)
+    with file_lock(runner._lock_path(folder)):  # "another process" is training it
+        assert runner.run_study(spec) == []
+        assert "being trained by another process; skipped here" in capsys.readouterr().out
+        assert not folder.exists() and not spec.csv.is_file()
+    new = runner.run_study(spec)
+    assert [(r["method"], r["tasks"]) for r in new] == [("stl", "S")]
+
+
 def test_shards_split_the_plan_and_cover_it(tmp_path):
     spec = StudySpec(spec_dict(tmp_path, seeds=[0, 1, 2]))
     a, b = runner.pending_runs(spec, (1, 2)), runner.pending_runs(spec, (2, 2))

@@ -38,6 +38,36 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def file_lock(path, wait: bool = True, on_wait=None):
+    """Hold an exclusive advisory lock on the file ``path`` (created, with its folder, if
+    absent) for the block; yields whether it is held.
+
+    Another process (or thread: each call opens the file anew) asking for the same lock is
+    refused at once with ``wait=False`` (it gets False), or waits for it, after calling
+    ``on_wait()`` when the lock is taken. Locks are per machine (``flock``); where there is
+    no ``fcntl`` (Windows) the block runs unlocked and keeping processes apart is the user's job.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            import fcntl
+        except ImportError:
+            yield True
+            return
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield True
+
+
 def os_error_message(e: OSError) -> str:
     """``PATH: cause (what to do)`` for an OS error; its own text for one raised with a message."""
     if e.errno is None or not e.strerror:

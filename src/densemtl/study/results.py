@@ -10,7 +10,6 @@ write cut short) is ignored when reading and removed before the next append.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -19,6 +18,7 @@ import os
 from pathlib import Path
 
 from ..engine.checkpoint import atomic_path
+from ..fileio import file_lock
 
 KEY = ("config_hash", "seed", "setting", "method", "tasks")
 INFO = ("study_hash", "model", "backbone", "size", "batch_size", "iterations", "images_seen", "train_seconds",
@@ -89,19 +89,9 @@ def unique_rows(rows: list[dict]) -> list[dict]:
     return out
 
 
-@contextlib.contextmanager
 def _locked(path: Path):
     """An exclusive lock on ``path.lock`` (other processes on this machine wait)."""
-    lock = path.with_name(path.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
-        try:
-            import fcntl
-
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except ImportError:  # no fcntl (Windows): one process at a time is the user's job
-            pass
-        yield
+    return file_lock(path.with_name(path.name + ".lock"))
 
 
 def _fmt(v) -> str:

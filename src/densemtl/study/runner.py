@@ -27,6 +27,7 @@ from ..engine import HookBase, Trainer
 from ..engine.fastpath import cpu_isa
 from ..engine.trainer import default_hooks
 from ..engine.rundir import MetricsLog
+from ..fileio import file_lock
 from ..tasks import parse_task_set
 from .results import append_row, read_rows, row_key, write_curve
 from .spec import Run, StudySpec
@@ -48,9 +49,20 @@ def data_root(spec: StudySpec, generator_seed: int, num_images: int) -> Path:
     return spec.work_dir / "data" / f"gen{generator_seed}_n{num_images}_{h}x{w}_{d['style']}_v{d['val_fraction']:g}"
 
 
+def _lock_path(folder: Path) -> Path:
+    """The lock file of a study folder (a dataset, the encoder's run, one run): a hidden sibling."""
+    return folder.parent / f".{folder.name}.lock"
+
+
 def ensure_dataset(spec: StudySpec, generator_seed: int, num_images: int, log=print) -> Path:
-    """The procedural set with these parameters under ``work_dir/data`` (generated if absent)."""
+    """The procedural set with these parameters under ``work_dir/data`` (generated if absent;
+    a second process asking for it meanwhile, e.g. the other shard, waits for it)."""
     root = data_root(spec, generator_seed, num_images)
+    with file_lock(_lock_path(root), on_wait=lambda: log(f"[study] waiting for another process to generate {root}")):
+        return _ensure_dataset(spec, root, generator_seed, num_images, log)
+
+
+def _ensure_dataset(spec: StudySpec, root: Path, generator_seed: int, num_images: int, log) -> Path:
     d = spec.data
     if (root / "dataset.json").is_file():
         meta = json.loads((root / "dataset.json").read_text())
@@ -97,15 +109,17 @@ def train(cfg: dict, run_dir: Path, log=print) -> list[dict]:
 
 
 def ensure_pretrained(spec: StudySpec, log=print) -> Path:
-    """The shared encoder's checkpoint (trained once per pretrain hash, resumable)."""
+    """The shared encoder's checkpoint (trained once per pretrain hash, resumable; a second
+    process asking for it meanwhile waits for it)."""
     p = spec.pretrain
     root = ensure_dataset(spec, p["generator_seed"], p["num_images"], log)
     run_dir = spec.work_dir / "pretrain" / spec.pretrain_hash()
     cfg = spec.pretrain_config(root, run_dir.parent)
-    if finished_evals(run_dir, int(config_from_dict(cfg).schedule.iterations)) is None:
-        log(f"[study] pretraining the shared encoder: {p['model']} on {p['tasks']}, generator seed {p['generator_seed']} "
-            f"({p['num_images']} scenes) -> {run_dir}")
-    train(cfg, run_dir, log)
+    with file_lock(_lock_path(run_dir), on_wait=lambda: log(f"[study] waiting for another process to pretrain the shared encoder in {run_dir}")):
+        if finished_evals(run_dir, int(config_from_dict(cfg).schedule.iterations)) is None:
+            log(f"[study] pretraining the shared encoder: {p['model']} on {p['tasks']}, generator seed {p['generator_seed']} "
+                f"({p['num_images']} scenes) -> {run_dir}")
+        train(cfg, run_dir, log)
     return run_dir / "checkpoints" / "last.pt"
 
 
@@ -164,15 +178,26 @@ def run_study(spec: StudySpec, shard: tuple[int, int] = (1, 1), max_runs: int | 
     rows = []
     for k, run in enumerate(todo, 1):
         folder = run_dir(spec, run)
-        cfg = spec.run_config(run, root, folder.parent, init)
-        t0 = time.perf_counter()
-        log(f"[study] {k}/{len(todo)} {run.name} ({spec.methods[run.method]['model']}) in {folder}")
-        evals = train(cfg, folder, log)
-        row = make_row(spec, run, evals, folder)
-        write_curve(spec.curves_dir, row, evals, spec.batch_size())
-        if append_row(spec.csv, row):
-            rows.append(row)
-            log(f"[study] {run.name} recorded ({time.perf_counter() - t0:.0f} s)")
-        else:
-            log(f"[study] {run.name} was recorded meanwhile by another process; not added twice")
+        with file_lock(_lock_path(folder), wait=False) as mine:
+            if not mine:  # two unsharded commands side by side: each run is trained by one of them
+                log(f"[study] {k}/{len(todo)} {run.name}: being trained by another process; skipped here")
+                continue
+            row = _train_and_record(spec, run, folder, root, init, f"{k}/{len(todo)}", log)
+            if row is not None:
+                rows.append(row)
     return rows
+
+
+def _train_and_record(spec: StudySpec, run: Run, folder: Path, root: Path, init, count: str, log) -> dict | None:
+    """Train one run (its lock held) and append its row; None if another process recorded it."""
+    cfg = spec.run_config(run, root, folder.parent, init)
+    t0 = time.perf_counter()
+    log(f"[study] {count} {run.name} ({spec.methods[run.method]['model']}) in {folder}")
+    evals = train(cfg, folder, log)
+    row = make_row(spec, run, evals, folder)
+    write_curve(spec.curves_dir, row, evals, spec.batch_size())
+    if append_row(spec.csv, row):
+        log(f"[study] {run.name} recorded ({time.perf_counter() - t0:.0f} s)")
+        return row
+    log(f"[study] {run.name} was recorded meanwhile by another process; not added twice")
+    return None
