@@ -57,6 +57,17 @@ def test_train_writes_a_complete_run_directory(synth_root, tmp_path):
     assert list((run / "tb").iterdir())
 
 
+def _same_threads_env():
+    """Environment for a child run that computes with this process's thread count.
+
+    conftest pins torch to two threads; a child started with OMP_NUM_THREADS alone would still
+    inherit a user's MKL_NUM_THREADS (e.g. 1), and BLAS kernels with another thread count round
+    differently (~1e-5 after a few steps), which is not what these tests are about.
+    """
+    n = str(torch.get_num_threads())
+    return {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_reproduces_the_loss_sequence(synth_root, tmp_path):
     n = 8
@@ -68,7 +79,7 @@ def test_resume_after_sigkill_reproduces_the_loss_sequence(synth_root, tmp_path)
     cfg = _write_cfg(tmp_path / "c.yaml", tiny_config(synth_root, tmp_path / "kill", **{"schedule.iterations": n, "train.eval_every": 0}))
     # the killed run computes with the reference's thread count: CPU kernels round differently
     # with another one (~1e-6 after a few steps), which is not what this test is about
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = _same_threads_env()
     proc = subprocess.Popen([sys.executable, "-m", "densemtl", "train", str(cfg)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
     log = tmp_path / "kill/t/r/metrics.jsonl"
@@ -118,7 +129,7 @@ def test_sigkill_during_checkpoint_write_keeps_last_checkpoint(synth_root, tmp_p
     script = tmp_path / "kill.py"
     script.write_text(KILL_IN_WRITE)
     # the killed run computes with the reference's thread count (see the test above)
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    env = _same_threads_env()
     r = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True, env=env)
     assert r.returncode == -signal.SIGKILL
     run = tmp_path / "k/t/r"
