@@ -62,7 +62,7 @@ def _same_threads_env():
 
     conftest pins torch to two threads; a child started with OMP_NUM_THREADS alone would still
     inherit a user's MKL_NUM_THREADS (e.g. 1), and BLAS kernels with another thread count round
-    differently (~1e-5 after a few steps), which is not what these tests are about.
+    differently (1e-6 to 1e-5 after a few steps), which is not what these tests are about.
     """
     n = str(torch.get_num_threads())
     return {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}
@@ -77,8 +77,6 @@ def test_resume_after_sigkill_reproduces_the_loss_sequence(synth_root, tmp_path)
     assert len(ref) == n
     # a run killed with SIGKILL once iteration 3 is logged
     cfg = _write_cfg(tmp_path / "c.yaml", tiny_config(synth_root, tmp_path / "kill", **{"schedule.iterations": n, "train.eval_every": 0}))
-    # the killed run computes with the reference's thread count: CPU kernels round differently
-    # with another one (~1e-6 after a few steps), which is not what this test is about
     env = _same_threads_env()
     proc = subprocess.Popen([sys.executable, "-m", "densemtl", "train", str(cfg)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env)
@@ -128,7 +126,6 @@ def test_sigkill_during_checkpoint_write_keeps_last_checkpoint(synth_root, tmp_p
     cfg = _write_cfg(tmp_path / "c.yaml", tiny_config(synth_root, tmp_path / "k", **{"schedule.iterations": n, "train.eval_every": 0}))
     script = tmp_path / "kill.py"
     script.write_text(KILL_IN_WRITE)
-    # the killed run computes with the reference's thread count (see the test above)
     env = _same_threads_env()
     r = subprocess.run([sys.executable, str(script), str(cfg)], capture_output=True, env=env)
     assert r.returncode == -signal.SIGKILL
